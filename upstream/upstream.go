@@ -1,0 +1,37 @@
+// Package upstream forwards queries to upstream resolvers and caches their
+// answers. It knows nothing about containers.
+package upstream
+
+import (
+	"context"
+	"errors"
+
+	"github.com/miekg/dns"
+)
+
+// Exchanger sends a query and returns the reply. The Forwarder and the Cache
+// both implement it, so the Cache can wrap the Forwarder and tests can wrap either.
+type Exchanger interface {
+	Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error)
+}
+
+// ErrOverloaded means the bound on outstanding upstream queries was reached;
+// the server answers REFUSED.
+var ErrOverloaded = errors.New("too many outstanding upstream queries")
+
+// ErrAllFailed means every upstream failed (timeout, SERVFAIL, REFUSED or a
+// network error); the server answers SERVFAIL, or the cache serves stale.
+var ErrAllFailed = errors.New("all upstreams failed")
+
+type tcpKey struct{}
+
+// WithTCP marks ctx as coming from a TCP client, so the query is forwarded over TCP.
+func WithTCP(ctx context.Context) context.Context {
+	return context.WithValue(ctx, tcpKey{}, true)
+}
+
+// IsTCP reports whether ctx was marked by WithTCP.
+func IsTCP(ctx context.Context) bool {
+	v, _ := ctx.Value(tcpKey{}).(bool)
+	return v
+}
