@@ -1,0 +1,85 @@
+package resolver
+
+import (
+	"net/netip"
+	"strings"
+	"unsafe"
+
+	"github.com/sidedns/sidedns/dnswire"
+)
+
+// AppendAnswer appends the reply to a plain A or AAAA query for a local name
+// with at least one address, straight to wire bytes and without allocating.
+// It returns ok=false for everything else (other types, NODATA, NXDOMAIN, a
+// reply too large for the client), and the caller uses Resolve instead; the
+// two paths give the same answers.
+func (r *Resolver) AppendAnswer(dst []byte, q *dnswire.Query, src netip.Addr) ([]byte, bool) {
+	if q.Class != 1 || (q.Type != 1 && q.Type != 28) || len(q.Name) == 0 {
+		return dst, false
+	}
+	s := r.snap.Load()
+	// A string view of the name for map look-ups; it is never retained.
+	name := unsafe.String(&q.Name[0], len(q.Name))
+	nets, project := s.view(src)
+	var rs *rrset
+	if rest, ok := strings.CutSuffix(name, "."+s.domain); ok {
+		if rs = s.lookup(nets, rest); rs == nil {
+			rs = lookupService(nets, rest)
+		}
+	} else if name != s.domain {
+		rs = s.lookup(nets, name)
+	}
+	if rs == nil {
+		return dst, false
+	}
+	rs = scoped(rs, project)
+	n := len(rs.answer)
+	var count, ttl uint32
+	for i, m := range rs.answer {
+		if q.Type == 1 && m.ip4.IsValid() || q.Type == 28 && m.ip6.IsValid() {
+			count++
+		}
+		if i == 0 || m.ttl < ttl {
+			ttl = m.ttl
+		}
+	}
+	rdlen := uint16(4)
+	if q.Type == 28 {
+		rdlen = 16
+	}
+	size := 12 + len(q.Raw) + 4 + int(count)*(12+int(rdlen))
+	if q.EDNS {
+		size += dnswire.OPTLen
+	}
+	if count == 0 || size > int(q.UDPSize) {
+		return dst, false
+	}
+	if rs.failOpen {
+		r.Stats.FailOpen.Add(1)
+	}
+	var ar uint16
+	if q.EDNS {
+		ar = 1
+	}
+	dst = dnswire.AppendHeader(dst, q, dnswire.FlagAA|dnswire.FlagRA, 0, uint16(count), 0, ar)
+	start := 0
+	if n > 1 {
+		start = int(rs.next.Add(1)-1) % n
+	}
+	for i := range n {
+		m := rs.answer[(start+i)%n]
+		if q.Type == 1 && m.ip4.IsValid() {
+			a := m.ip4.As4()
+			dst = dnswire.AppendRecordHeader(dst, 1, ttl, 4)
+			dst = append(dst, a[:]...)
+		} else if q.Type == 28 && m.ip6.IsValid() {
+			a := m.ip6.As16()
+			dst = dnswire.AppendRecordHeader(dst, 28, ttl, 16)
+			dst = append(dst, a[:]...)
+		}
+	}
+	if q.EDNS {
+		dst = dnswire.AppendOPT(dst, 1232, q.DO)
+	}
+	return dst, true
+}
