@@ -1,0 +1,350 @@
+#!/usr/bin/env bash
+# bench/run.sh: sidedns against its anchors (dnsmasq, unbound) in one sitting, on loopback.
+#
+# Every server forwards the zone test. to a loopback authoritative server (bench/authserver).
+# Each measurement starts the server fresh, warms its cache when the scenario needs it, runs
+# dnsperf with the same flags for every server, and stops the server. Runs are interleaved
+# (sidedns, dnsmasq, unbound, sidedns, ...) so that machine noise spreads over all of them.
+# Only the ratios between servers of one sitting mean anything: see bench/README.md.
+#
+# Env: RUNS=3 DURATION=10 CLIENTS=8 QUICK=1 (1 run of 3 s) SKIP_SIDEDNS=1 SCENARIOS="local hits cold mixed"
+#      LATENCY=1 (latency at 50% of unbound's peak) BASE_PORT=15350 SIDEDNS_ARGS="extra flags"
+#      KEEP_WORK=1 (keep the temp dir with the server logs)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+if [[ "${QUICK:-0}" == 1 ]]; then
+  RUNS=${RUNS:-1}
+  DURATION=${DURATION:-3}
+fi
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10}
+CLIENTS=${CLIENTS:-8}
+SCENARIOS=${SCENARIOS:-"local hits cold mixed"}
+LATENCY=${LATENCY:-1}
+SKIP_SIDEDNS=${SKIP_SIDEDNS:-0}
+BASE_PORT=${BASE_PORT:-15350}
+SIDEDNS_ARGS=${SIDEDNS_ARGS:-}
+# One scenario, one server, one run: the server's life, warm-up included. Bounds a hung run.
+STEP_TIMEOUT=$((DURATION + 60))
+
+AUTH_PORT=$BASE_PORT
+declare -A PORT=([sidedns]=$((BASE_PORT + 1)) [dnsmasq]=$((BASE_PORT + 2)) [unbound]=$((BASE_PORT + 3)))
+HTTP_PORT=$((BASE_PORT + 4))
+SERVERS=(sidedns dnsmasq unbound)
+[[ "$SKIP_SIDEDNS" == 1 ]] && SERVERS=(dnsmasq unbound)
+HIT_NAMES=1000
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+# ---------- tools ----------
+
+install_tools() {
+  local missing=()
+  command -v dnsperf >/dev/null || missing+=(dnsperf)
+  command -v dnsmasq >/dev/null || missing+=(dnsmasq-base)
+  command -v unbound >/dev/null || missing+=(unbound)
+  ((${#missing[@]} == 0)) && return
+  [[ $(id -u) == 0 ]] || die "missing ${missing[*]}; run as root or install them: apt-get install ${missing[*]}"
+  log "installing ${missing[*]} from Debian's packages"
+  timeout 300 apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian's policy-rc.d usually keeps the services from starting here; stop them if they did anyway,
+  # so that nothing of theirs sits on port 53 or competes for the CPU.
+  local svc
+  for svc in unbound dnsmasq; do
+    if pgrep -x "$svc" >/dev/null; then
+      log "stopping the $svc service that the package started"
+      if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+        systemctl stop "$svc" || true
+      else
+        service "$svc" stop >/dev/null 2>&1 || true
+      fi
+    fi
+  done
+}
+
+port_busy() { ss -Hlnu "sport = :$1" 2>/dev/null | grep -q . || ss -Hlnt "sport = :$1" 2>/dev/null | grep -q .; }
+
+# ---------- processes ----------
+
+WORK=$(mktemp -d /tmp/sidedns-bench.XXXXXX)
+declare -A PID=()
+
+stop_pid() {
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 30); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local name
+  for name in "${!PID[@]}"; do stop_pid "${PID[$name]}"; done
+  if [[ "${KEEP_WORK:-0}" == 1 ]]; then log "kept $WORK (server logs, configs, query files)"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# probe NAME PORT: true when PORT answers h1.test A with NOERROR and something in it. dnsperf shows no
+# records; a reply at least 16 bytes (one compressed A record) longer than the query rules out a bare one.
+probe() {
+  local out
+  out=$(echo "h1.test A" | timeout 5 dnsperf -s 127.0.0.1 -p "$2" -n 1 -t 1 2>&1) || return 1
+  grep -q 'Response codes: *NOERROR 1 ' <<<"$out" &&
+    awk '/Average packet size:/ { gsub(/,/, ""); ok = ($7 >= $5 + 16) } END { exit !ok }' <<<"$out"
+}
+
+wait_ready() {
+  local name=$1 port=$2 i
+  for i in $(seq 50); do
+    kill -0 "${PID[$name]}" 2>/dev/null || { cat "$WORK/$name.log" >&2; die "$name exited during start-up"; }
+    probe "$name" "$port" && return 0
+    sleep 0.2
+  done
+  cat "$WORK/$name.log" >&2
+  die "$name did not answer h1.test on 127.0.0.1:$port within 10 s"
+}
+
+write_unbound_conf() {
+  cat >"$WORK/unbound.conf" <<EOF
+server:
+  verbosity: 0
+  num-threads: 2
+  interface: 127.0.0.1
+  outgoing-interface: 127.0.0.1
+  port: ${PORT[unbound]}
+  do-ip6: no
+  so-reuseport: yes
+  access-control: 127.0.0.0/8 allow
+  # Forwarding to a loopback upstream is refused unless this is off.
+  do-not-query-localhost: no
+  # test. is a built-in local zone (RFC 6761): without nodefault unbound answers it itself.
+  local-zone: "test." nodefault
+  # No validation: the other servers do none either.
+  module-config: "iterator"
+  msg-cache-size: 128m
+  rrset-cache-size: 256m
+  msg-cache-slabs: 2
+  rrset-cache-slabs: 2
+  infra-cache-slabs: 2
+  key-cache-slabs: 2
+  chroot: ""
+  username: ""
+  directory: "$WORK"
+  pidfile: ""
+  use-syslog: no
+  logfile: ""
+remote-control:
+  control-enable: no
+forward-zone:
+  name: "test."
+  forward-addr: 127.0.0.1@$AUTH_PORT
+EOF
+}
+
+start_server() {
+  local name=$1 port=${PORT[$1]}
+  port_busy "$port" && die "port $port for $name is already in use (set BASE_PORT)"
+  case $name in
+    sidedns)
+      # shellcheck disable=SC2086 # SIDEDNS_ARGS is a list of flags.
+      DOCKER_HOST=unix://$WORK/no-docker.sock "$WORK/sidedns" \
+        --listen "127.0.0.1:$port" --upstream "127.0.0.1:$AUTH_PORT" --http "127.0.0.1:$HTTP_PORT" \
+        --log-level error --cache-size 100000 --allow 127.0.0.0/8 --rate-limit 0 $SIDEDNS_ARGS \
+        >"$WORK/$name.log" 2>&1 &
+      ;;
+    dnsmasq)
+      dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts --server="127.0.0.1#$AUTH_PORT" \
+        --bind-interfaces --listen-address=127.0.0.1 --port="$port" --cache-size=10000 \
+        --user=root --pid-file= --log-facility=- >"$WORK/$name.log" 2>&1 &
+      ;;
+    unbound)
+      unbound -d -p -c "$WORK/unbound.conf" >"$WORK/$name.log" 2>&1 &
+      ;;
+  esac
+  PID[$name]=$!
+  wait_ready "$name" "$port"
+}
+
+stop_server() {
+  stop_pid "${PID[$1]}"
+  unset "PID[$1]"
+}
+
+# ---------- query files ----------
+
+gen_hits() { awk -v n="$HIT_NAMES" 'BEGIN { for (i = 1; i <= n; i++) printf "h%d.test A\n", i }' >"$1"; }
+
+# Enough unique names that dnsperf never loops back to a name it already asked: 200k per second.
+UNIQUE_LINES=$((DURATION * 200000))
+
+# gen_cold FILE PREFIX: every name unique; PREFIX makes them unique across runs too.
+gen_cold() { awk -v n="$UNIQUE_LINES" -v p="$2" 'BEGIN { for (i = 1; i <= n; i++) printf "%s-%d.test A\n", p, i }' >"$1"; }
+
+# gen_mixed FILE PREFIX: 9 in 10 from the hit names, 1 in 10 unique.
+gen_mixed() {
+  awk -v n="$UNIQUE_LINES" -v h="$HIT_NAMES" -v p="$2" 'BEGIN {
+    for (i = 1; i <= n; i++)
+      if (i % 10 == 0) printf "%s-%d.test A\n", p, i; else printf "h%d.test A\n", (i * 7919) % h + 1
+  }' >"$1"
+}
+
+# ---------- measuring ----------
+
+# parse FILE: prints "qps avg_ms stddev_ms lost_pct notok_pct" from dnsperf's summary.
+parse() {
+  awk '
+    /Queries completed:/ { done = $3 }
+    /Queries lost:/ { lost = $4; gsub(/[()%]/, "", lost) }
+    /Response codes:/ { for (i = 3; i <= NF; i += 2) if ($i != "NOERROR") { n = $(i + 1); bad += n } }
+    /Queries per second:/ { qps = $4 }
+    /Average Latency \(s\):/ { avg = $4 * 1000 }
+    /Latency StdDev \(s\):/ { sd = $4 * 1000 }
+    END {
+      if (qps == "") exit 1
+      printf "%.0f %.3f %.3f %s %.2f\n", qps, avg, sd, lost, (done > 0 ? 100 * bad / done : 0)
+    }' "$1"
+}
+
+# percentiles FILE: prints "p50_ms p99_ms p999_ms" from dnsperf -v's per-query lines ("> NOERROR name A secs").
+percentiles() {
+  awk '$1 == ">" && NF >= 5 { print $NF * 1000 }' "$1" | sort -g | awk '
+    { v[NR] = $1 }
+    function at(p,  k) { k = int(p * NR + 0.999999); if (k < 1) k = 1; return v[k] }
+    END { if (NR == 0) exit 1; printf "%.3f %.3f %.3f\n", at(0.50), at(0.99), at(0.999) }'
+}
+
+declare -A RAW=() # "scenario|server" -> newline-separated parse lines
+
+measure() { # measure SCENARIO SERVER RUN
+  local sc=$1 srv=$2 run=$3 file out port=${PORT[$2]} extra=()
+  case $sc in
+    hits) file=$WORK/hits.txt ;;
+    cold) file=$WORK/q-cold.txt; gen_cold "$file" "c$run$srv$RANDOM" ;;
+    mixed) file=$WORK/q-mixed.txt; gen_mixed "$file" "m$run$srv$RANDOM" ;;
+    lat50) file=$WORK/hits.txt; extra=(-Q "$LAT_QPS" -v) ;;
+  esac
+  start_server "$srv"
+  if [[ $sc != cold ]]; then
+    timeout 30 dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/hits.txt" -c "$CLIENTS" -n 1 >/dev/null 2>&1 ||
+      die "warm-up of $srv failed"
+  fi
+  out=$WORK/out-$sc-$srv-$run.txt
+  # In the background so that a signal's trap runs at once, not after the run.
+  timeout "$STEP_TIMEOUT" dnsperf -s 127.0.0.1 -p "$port" -d "$file" -c "$CLIENTS" -l "$DURATION" "${extra[@]}" >"$out" 2>&1 &
+  PID[dnsperf]=$!
+  wait "${PID[dnsperf]}" || { cat "$out" >&2; die "dnsperf against $srv failed"; }
+  unset "PID[dnsperf]"
+  stop_server "$srv"
+  local line
+  line=$(parse "$out") || { cat "$out" >&2; die "cannot parse dnsperf output for $sc/$srv"; }
+  [[ $sc == lat50 ]] && line="$line $(percentiles "$out")"
+  rm -f "$out"
+  RAW[$sc|$srv]+="$line"$'\n'
+  log "$sc $srv run $run: $line"
+}
+
+# median_col SCENARIO SERVER COL: median of column COL over the runs (max for COL 4, lost).
+median_col() {
+  printf '%s' "${RAW[$1|$2]:-}" | awk -v c="$3" 'NF { print $c }' | sort -g |
+    awk -v c="$3" '{ v[NR] = $1 } END {
+      if (NR == 0) { print "-"; exit }
+      if (c == 4) { print v[NR]; exit }
+      print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)
+    }'
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2fx", a / b }'; }
+
+# ---------- main ----------
+
+install_tools
+port_busy "$AUTH_PORT" && die "port $AUTH_PORT for the authserver is already in use (set BASE_PORT)"
+
+log "building into $WORK"
+(cd "$ROOT" && go build -o "$WORK/authserver" ./bench/authserver) || die "build authserver"
+if [[ "$SKIP_SIDEDNS" != 1 ]]; then
+  (cd "$ROOT" && go build -o "$WORK/sidedns" ./cmd/sidedns) || die "build sidedns (SKIP_SIDEDNS=1 runs only the anchors)"
+fi
+write_unbound_conf
+gen_hits "$WORK/hits.txt"
+
+"$WORK/authserver" -listen "127.0.0.1:$AUTH_PORT" >"$WORK/authserver.log" 2>&1 &
+PID[authserver]=$!
+wait_ready authserver "$AUTH_PORT"
+
+log "servers: ${SERVERS[*]}; scenarios: $SCENARIOS; runs $RUNS x ${DURATION}s; dnsperf -c $CLIENTS"
+for sc in $SCENARIOS; do
+  if [[ $sc == local ]]; then
+    # To add: 1,000 local names served by sidedns from a fake topology, by unbound as local-data and by
+    # dnsmasq as host-record; then measure like hits (its rows and ratios print like every other scenario).
+    log "local: skipped (needs a fake container topology; not built yet)"
+    continue
+  fi
+  for run in $(seq "$RUNS"); do
+    for srv in "${SERVERS[@]}"; do measure "$sc" "$srv" "$run"; done
+  done
+done
+
+LAT_QPS=
+if [[ "$LATENCY" == 1 && " $SCENARIOS " == *" hits "* ]]; then
+  LAT_QPS=$(awk -v q="$(median_col hits unbound 1)" 'BEGIN { printf "%d", q / 2 }')
+  log "lat50: cache hits at -Q $LAT_QPS (half of unbound's median peak), latency from dnsperf -v"
+  for run in $(seq "$RUNS"); do
+    for srv in "${SERVERS[@]}"; do measure lat50 "$srv" "$run"; done
+  done
+fi
+
+# ---------- report ----------
+
+mkdir -p "$ROOT/bench/results"
+RESULT=$ROOT/bench/results/$(date +%Y%m%d-%H%M%S).txt
+{
+  echo "sidedns bench $(date -Iseconds)  commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo '+dirty')"
+  echo "host: $(nproc) cores, $(uname -r); $(dnsperf -h 2>&1 | grep -m1 Version | sed 's/Version/dnsperf/'); $(dnsmasq --version | head -1 | awk '{print "dnsmasq", $3}'); $(unbound -V | head -1 | sed 's/Version/unbound/')"
+  echo "dnsperf -s 127.0.0.1 -c $CLIENTS -l $DURATION (no -Q); $RUNS run(s) per server, interleaved, medians; each run on a freshly started server"
+  echo "hits: $HIT_NAMES names, warmed by one pass; cold: unique names; mixed: 90% hit names, 10% unique"
+  echo
+  printf '%-8s %-8s %10s %9s %9s %7s %7s %9s %9s\n' scenario server QPS avg_ms sd_ms lost% notok% vs_unbnd vs_dnsmq
+  for sc in $SCENARIOS; do
+    if [[ $sc == local ]]; then
+      printf '%-8s %-8s %10s   (skipped: needs a fake container topology)\n' local - -
+      continue
+    fi
+    for srv in "${SERVERS[@]}"; do
+      q=$(median_col "$sc" "$srv" 1)
+      printf '%-8s %-8s %10s %9s %9s %7s %7s %9s %9s\n' "$sc" "$srv" "$q" \
+        "$(median_col "$sc" "$srv" 2)" "$(median_col "$sc" "$srv" 3)" "$(median_col "$sc" "$srv" 4)" \
+        "$(median_col "$sc" "$srv" 5)" \
+        "$(ratio "$q" "$(median_col "$sc" unbound 1)")" "$(ratio "$q" "$(median_col "$sc" dnsmasq 1)")"
+    done
+  done
+  if [[ -n "$LAT_QPS" ]]; then
+    echo
+    echo "latency at 50% load: cache hits, dnsperf -Q $LAT_QPS -v; percentiles over every answer; ratio = p99 / other's p99 (lower is better)"
+    echo "load% = QPS reached / QPS asked; below ~98% the server could not keep up and its latency is queueing"
+    printf '%-8s %-8s %10s %6s %9s %9s %9s %7s %9s %9s\n' scenario server QPS load% p50_ms p99_ms p99.9_ms lost% p99/unb p99/dnsm
+    for srv in "${SERVERS[@]}"; do
+      q=$(median_col lat50 "$srv" 1)
+      p99=$(median_col lat50 "$srv" 7)
+      printf '%-8s %-8s %10s %6s %9s %9s %9s %7s %9s %9s\n' lat50 "$srv" "$q" \
+        "$(awk -v q="$q" -v t="$LAT_QPS" 'BEGIN { printf "%.0f", 100 * q / t }')" \
+        "$(median_col lat50 "$srv" 6)" "$p99" "$(median_col lat50 "$srv" 8)" "$(median_col lat50 "$srv" 4)" \
+        "$(ratio "$p99" "$(median_col lat50 unbound 7)")" "$(ratio "$p99" "$(median_col lat50 dnsmasq 7)")"
+    done
+  fi
+  echo
+  echo "raw runs (qps avg_ms sd_ms lost% notok% [p50 p99 p99.9 ms]):"
+  for key in $(printf '%s\n' "${!RAW[@]}" | sort); do
+    printf '  %-16s %s\n' "$key" "$(printf '%s' "${RAW[$key]}" | paste -sd ';' | sed 's/;/ ; /g')"
+  done
+} | tee "$RESULT"
+log "written to $RESULT"
