@@ -83,7 +83,7 @@ type Container struct {
 	TTL      uint32   // from sidedns.ttl; 0 means the configured default
 	Names    []string // extra names from sidedns.names
 	Ports    []Port
-	// Endpoints in Docker's resolution order; see SortEndpoints.
+	// Endpoints in Docker's resolution order (dockerwatch.SortEndpoints).
 	Endpoints []Endpoint
 }
 
