@@ -1,0 +1,325 @@
+// Command sidedns is a DNS server for one Docker host: it answers for the
+// host's containers and networks and forwards every other name upstream
+// through a cache. Run sidedns --help for its flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/sidedns/sidedns/dnsserver"
+	"github.com/sidedns/sidedns/dockerwatch"
+	"github.com/sidedns/sidedns/resolver"
+	"github.com/sidedns/sidedns/upstream"
+)
+
+// drainTimeout bounds the wait for in-flight queries on SIGTERM; it stays
+// under Docker's default 10 s stop grace period.
+const drainTimeout = 5 * time.Second
+
+// defaultBridge is the interface whose IPv4 address is listened on by default:
+// containers on the default bridge reach the host there.
+const defaultBridge = "docker0"
+
+func main() {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, sigs))
+}
+
+// run is main without the process globals. It returns the exit code: 0 after
+// a clean drain, 1 when start-up fails, 2 for a bad flag or env value.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer, sigs <-chan os.Signal) int {
+	cfg, err := parseConfig(args, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		printUsage(stdout)
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "sidedns: %v\nRun 'sidedns --help' for usage.\n", err)
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	defer log.Sync()
+
+	a, err := start(cfg, log)
+	if err != nil {
+		log.Error("start-up failed", zap.Error(err))
+		fmt.Fprintf(stderr, "sidedns: %v\n", err)
+		if errors.As(err, new(usageError)) {
+			return 2
+		}
+		return 1
+	}
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			a.reload(cfg)
+			continue
+		}
+		log.Info("draining", zap.Stringer("signal", sig))
+		break
+	}
+	a.stop()
+	return 0
+}
+
+func newLogger(cfg config, w io.Writer) *zap.Logger {
+	ec := zap.NewProductionEncoderConfig()
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if cfg.LogFormat == "console" {
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	} else {
+		enc = zapcore.NewJSONEncoder(ec)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), cfg.LogLevel))
+}
+
+// app is the running server: every component, for reload and stop.
+type app struct {
+	log       *zap.Logger
+	listen    []netip.AddrPort
+	res       *resolver.Resolver
+	fwd       *upstream.Forwarder
+	cache     *upstream.Cache // nil when --cache-size is 0
+	srv       *dnsserver.Server
+	docker    io.Closer            // nil when no Docker client could be made
+	watcher   *dockerwatch.Watcher // nil when no Docker client could be made
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
+	stopHTTP  func(context.Context) error
+}
+
+// start builds and starts every component. On error, what was started is
+// stopped again.
+func start(cfg config, log *zap.Logger) (_ *app, err error) {
+	a := &app{log: log, stopWatch: func() {}, stopHTTP: func(context.Context) error { return nil }}
+	defer func() {
+		if err != nil {
+			a.stop()
+		}
+	}()
+
+	listen, err := listenAddrs(cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	a.listen = listen
+	specs, err := a.upstreams(cfg)
+	if err != nil {
+		return nil, err
+	}
+
+	a.res = resolver.New(resolverOptions(cfg, log))
+	a.fwd, err = upstream.NewForwarder(upstream.Config{
+		Servers:       specs,
+		Timeout:       cfg.Timeout,
+		MaxConcurrent: cfg.MaxConcurrent,
+		Logger:        log.Named("upstream"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	var ex upstream.Exchanger = a.fwd
+	if cfg.CacheSize > 0 {
+		stale := cfg.StaleWindow
+		if stale == 0 {
+			stale = -1 // the cache reads 0 as its default
+		}
+		a.cache, err = upstream.NewCache(a.fwd, upstream.CacheConfig{
+			Size:        cfg.CacheSize,
+			MinTTL:      cfg.CacheMinTTL,
+			MaxTTL:      cfg.CacheMaxTTL,
+			StaleWindow: stale,
+			Logger:      log.Named("cache"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		ex = a.cache
+	}
+
+	listenStrs := make([]string, len(listen))
+	for i, ap := range listen {
+		listenStrs[i] = ap.String()
+	}
+	a.srv, err = dnsserver.New(dnsserver.Config{
+		Listen:         listenStrs,
+		Local:          a.res,
+		Upstream:       ex,
+		Allow:          cfg.Allow,
+		RateLimit:      dnsserver.RateLimit{QPS: cfg.RateLimit},
+		ForwardTimeout: max(dnsserver.DefaultForwardTimeout, cfg.Timeout),
+		Logger:         log.Named("dns"),
+		LogQueries:     cfg.LogQueries,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := a.srv.Start(); err != nil {
+		a.srv = nil
+		return nil, err
+	}
+
+	a.startDocker(cfg)
+	if err := a.startHTTP(cfg); err != nil {
+		return nil, err
+	}
+	log.Info("sidedns started",
+		zap.Stringers("listen", a.srv.Addrs()),
+		zap.Stringers("upstreams", specs),
+		zap.String("domain", cfg.Domain),
+		zap.Bool("cache", a.cache != nil),
+		zap.String("http", cfg.HTTP))
+	return a, nil
+}
+
+// startDocker runs the watcher in the background. Without a daemon sidedns
+// still serves: the watcher logs the reason once and retries with backoff.
+func (a *app) startDocker(cfg config) {
+	cli, err := dockerwatch.NewClient()
+	if err != nil {
+		a.log.Warn("no docker client; serving forwarded names only", zap.Error(err))
+		return
+	}
+	a.docker = cli
+	a.watcher = dockerwatch.New(cli, a.res.Publish, a.log.Named("docker"),
+		dockerwatch.Options{ResyncInterval: cfg.ResyncInterval})
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stopWatch = cancel
+	a.watchDone = make(chan struct{})
+	go func() {
+		defer close(a.watchDone)
+		a.watcher.Run(ctx)
+	}()
+}
+
+// upstreams returns --upstream, or else the nameservers in --resolv-conf
+// minus our own listen addresses.
+func (a *app) upstreams(cfg config) ([]upstream.Spec, error) {
+	if len(cfg.Upstream) > 0 {
+		return cfg.Upstream, nil
+	}
+	specs, err := upstream.FromResolvConf(cfg.ResolvConf, a.listen)
+	if err != nil {
+		return nil, usageErrorf("find upstreams: %w (pass --upstream)", err)
+	}
+	return specs, nil
+}
+
+func resolverOptions(cfg config, log *zap.Logger) resolver.Options {
+	return resolver.Options{
+		TTL:          uint32(cfg.TTL / time.Second),
+		Domain:       cfg.Domain,
+		StrictHealth: cfg.StrictHealth,
+		Logger:       log.Named("resolver"),
+	}
+}
+
+// reload applies cfg to the running components (SIGHUP). Upstreams come from
+// a fresh read of --resolv-conf unless --upstream was given; a failed read
+// keeps the current ones.
+func (a *app) reload(cfg config) {
+	fields := []zap.Field{}
+	if specs, err := a.upstreams(cfg); err != nil {
+		a.log.Error("reload upstreams; keeping the current ones", zap.Error(err))
+	} else if err := a.fwd.SetServers(specs); err != nil {
+		a.log.Error("reload upstreams; keeping the current ones", zap.Error(err))
+	} else {
+		fields = append(fields, zap.Stringers("upstreams", specs))
+	}
+	a.res.SetOptions(resolverOptions(cfg, a.log))
+	a.srv.SetAllow(cfg.Allow)
+	allow := "loopback and docker networks"
+	if len(cfg.Allow) > 0 {
+		allow = fmt.Sprint(cfg.Allow)
+	}
+	fields = append(fields,
+		zap.Duration("ttl", cfg.TTL),
+		zap.Bool("strict_health", cfg.StrictHealth),
+		zap.String("allow", allow))
+	a.log.Info("reloaded", fields...)
+}
+
+// stop drains the DNS server, then stops the rest. It is safe on a partly
+// started app.
+func (a *app) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	if a.srv != nil {
+		if err := a.srv.Shutdown(ctx); err != nil {
+			a.log.Warn("drain incomplete", zap.Error(err))
+		}
+	}
+	if err := a.stopHTTP(ctx); err != nil {
+		a.log.Warn("stop http", zap.Error(err))
+	}
+	a.stopWatch()
+	if a.watchDone != nil {
+		<-a.watchDone
+	}
+	if a.docker != nil {
+		a.docker.Close()
+	}
+	if a.cache != nil {
+		a.cache.Close() // waits for prefetches, which use the forwarder
+	}
+	if a.fwd != nil {
+		a.fwd.Close()
+	}
+	a.log.Info("stopped")
+}
+
+// listenAddrs returns --listen, or 127.0.0.1:53 plus the default bridge's
+// IPv4 address when that interface exists.
+func listenAddrs(flagged []string) ([]netip.AddrPort, error) {
+	var out []netip.AddrPort
+	for _, l := range flagged {
+		ap, err := dnsserver.ParseListenAddr(l)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		if !slices.Contains(out, ap) {
+			out = append(out, ap)
+		}
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	out = append(out, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dnsserver.DefaultPort))
+	if ip, ok := interfaceIPv4(defaultBridge); ok {
+		out = append(out, netip.AddrPortFrom(ip, dnsserver.DefaultPort))
+	}
+	return out, nil
+}
+
+func interfaceIPv4(name string) (netip.Addr, bool) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() {
+			return p.Addr(), true
+		}
+	}
+	return netip.Addr{}, false
+}
