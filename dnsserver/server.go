@@ -93,7 +93,8 @@ type Stats struct {
 
 // Server is a DNS server on UDP and TCP.
 type Server struct {
-	Stats Stats
+	Stats   Stats
+	metrics *metrics
 
 	listen   []netip.AddrPort
 	local    Local
@@ -109,8 +110,13 @@ type Server struct {
 
 	mu      sync.Mutex
 	started bool
-	servers []*dns.Server
+	servers []*dns.Server // TCP
+	udp     []*net.UDPConn
 	addrs   []netip.AddrPort
+
+	stopping atomic.Bool    // readers exit on their next read error
+	udpWG    sync.WaitGroup // UDP readers
+	slowWG   sync.WaitGroup // UDP queries handed to ServeDNS
 }
 
 type exchangerBox struct{ ex upstream.Exchanger }
@@ -125,6 +131,7 @@ func New(cfg Config) (*Server, error) {
 		log:     cfg.Logger,
 		timeout: cfg.ForwardTimeout,
 		logRate: cfg.LogQueries,
+		metrics: newMetrics(),
 	}
 	for _, l := range cfg.Listen {
 		ap, err := ParseListenAddr(l)
@@ -227,30 +234,30 @@ func (s *Server) Start() error {
 
 	var started sync.WaitGroup
 	for i := range pcs {
-		for _, srv := range []*dns.Server{
-			{PacketConn: pcs[i], Net: "udp", UDPSize: udpReadSize},
-			{Listener: lns[i], Net: "tcp"},
-		} {
-			srv.Handler = s
-			srv.MsgAcceptFunc = s.accept
-			srv.MsgInvalidFunc = s.invalid
-			// miekg answers packets it cannot parse with FORMERR through this
-			// writer; we drop them instead. The handler writes with
-			// ResponseWriter.Write, which bypasses it.
-			srv.DecorateWriter = func(dns.Writer) dns.Writer { return discard{} }
-			started.Add(1)
-			// Done once: when serving starts, or when it fails before that.
-			ready := sync.OnceFunc(started.Done)
-			srv.NotifyStartedFunc = ready
-			s.servers = append(s.servers, srv)
-			go func() {
-				err := srv.ActivateAndServe()
-				ready()
-				if err != nil {
-					s.log.Error("dns listener stopped", zap.String("net", srv.Net), zap.Error(err))
-				}
-			}()
+		conn := pcs[i].(*net.UDPConn)
+		s.udp = append(s.udp, conn)
+		for range udpReaders() {
+			s.udpWG.Add(1)
+			go s.serveUDP(conn)
 		}
+		srv := &dns.Server{Listener: lns[i], Net: "tcp", Handler: s,
+			MsgAcceptFunc: s.accept, MsgInvalidFunc: s.invalid}
+		// miekg answers packets it cannot parse with FORMERR through this
+		// writer; we drop them instead. The handler writes with
+		// ResponseWriter.Write, which bypasses it.
+		srv.DecorateWriter = func(dns.Writer) dns.Writer { return discard{} }
+		started.Add(1)
+		// Done once: when serving starts, or when it fails before that.
+		ready := sync.OnceFunc(started.Done)
+		srv.NotifyStartedFunc = ready
+		s.servers = append(s.servers, srv)
+		go func() {
+			err := srv.ActivateAndServe()
+			ready()
+			if err != nil {
+				s.log.Error("dns listener stopped", zap.String("net", srv.Net), zap.Error(err))
+			}
+		}()
 	}
 	started.Wait()
 	s.addrs = addrs
@@ -299,15 +306,35 @@ func (s *Server) Addrs() []netip.AddrPort {
 // answered, or for ctx to end; then it cancels the forwards still running.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	servers := s.servers
-	s.servers, s.started = nil, false
+	servers, udp := s.servers, s.udp
+	s.servers, s.udp, s.started = nil, nil, false
 	s.mu.Unlock()
 	defer s.cancel()
 
-	errs := make([]error, len(servers))
+	errs := make([]error, len(servers)+1)
 	var wg sync.WaitGroup
 	for i, srv := range servers {
 		wg.Go(func() { errs[i] = srv.ShutdownContext(ctx) })
+	}
+	// Stop reading but keep the sockets open until the queries in flight
+	// have written their answers.
+	s.stopping.Store(true)
+	for _, c := range udp {
+		c.SetReadDeadline(time.Now())
+	}
+	s.udpWG.Wait()
+	drained := make(chan struct{})
+	go func() {
+		s.slowWG.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		errs[len(servers)] = fmt.Errorf("udp queries in flight: %w", ctx.Err())
+	}
+	for _, c := range udp {
+		c.Close()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -335,37 +362,48 @@ func (discard) Write(b []byte) (int, error) { return len(b), nil }
 
 // ServeDNS handles one query. Order: allow list, rate limit, shape checks,
 // local table, upstream.
-func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) { s.serve(w, req, true) }
+
+func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, rateLimit bool) {
+	start := time.Now()
 	s.Stats.Queries.Add(1)
 	src, tcp := remote(w)
+	var qtype uint16
+	if len(req.Question) > 0 {
+		qtype = req.Question[0].Qtype
+	}
+	reply := func(resp *dns.Msg, from source, size int) {
+		s.write(w, resp, tcp, size)
+		s.metrics.observe(qtype, resp.Rcode, from, start)
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			s.Stats.ServFail.Add(1)
 			s.log.Error("query handler panicked", zap.Any("panic", r), zap.Stringer("src", src))
-			s.write(w, rcode(req, dns.RcodeServerFailure), tcp, dns.MinMsgSize)
+			reply(rcode(req, dns.RcodeServerFailure), srcServer, dns.MinMsgSize)
 		}
 	}()
 
 	if !s.allowed(src) {
 		s.Stats.Refused.Add(1)
-		s.write(w, rcode(req, dns.RcodeRefused), tcp, dns.MinMsgSize)
+		reply(rcode(req, dns.RcodeRefused), srcServer, dns.MinMsgSize)
 		return
 	}
-	if s.limiter != nil && !s.limiter.allow(src) {
+	if rateLimit && s.limiter != nil && !s.limiter.allow(src) {
 		s.Stats.RateLimited.Add(1)
 		if tcp {
-			s.write(w, rcode(req, dns.RcodeRefused), tcp, dns.MinMsgSize)
+			reply(rcode(req, dns.RcodeRefused), srcServer, dns.MinMsgSize)
 		}
 		return
 	}
 	if req.Opcode != dns.OpcodeQuery {
 		s.Stats.FormErr.Add(1)
-		s.write(w, rcode(req, dns.RcodeNotImplemented), tcp, dns.MinMsgSize)
+		reply(rcode(req, dns.RcodeNotImplemented), srcServer, dns.MinMsgSize)
 		return
 	}
 	if len(req.Question) != 1 {
 		s.Stats.FormErr.Add(1)
-		s.write(w, rcode(req, dns.RcodeFormatError), tcp, dns.MinMsgSize)
+		reply(rcode(req, dns.RcodeFormatError), srcServer, dns.MinMsgSize)
 		return
 	}
 
@@ -378,17 +416,13 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		}
 	}
 
-	var start time.Time
 	logIt := s.logRate > 0 && rand.Float64() < s.logRate
-	if logIt {
-		start = time.Now()
-	}
 	q := req.Question[0]
 
 	if s.local != nil {
 		if resp, ok := s.local.Resolve(req, src, size); ok {
 			s.Stats.Local.Add(1)
-			s.write(w, resp, tcp, size)
+			reply(resp, srcLocal, size)
 			if logIt {
 				s.logQuery(src, tcp, q, resp.Rcode, "local", start)
 			}
@@ -396,48 +430,56 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		}
 	}
 
-	resp := s.forward(req, tcp)
+	resp, from := s.forward(req, tcp)
 	s.Stats.Forwarded.Add(1)
 	if opt == nil {
 		stripOPT(resp) // RFC 6891 7: no OPT in a reply to a query without one
 	}
-	s.write(w, resp, tcp, size)
+	reply(resp, from, size)
 	if logIt {
-		s.logQuery(src, tcp, q, resp.Rcode, "upstream", start)
+		s.logQuery(src, tcp, q, resp.Rcode, sourceNames[from], start)
 	}
 }
 
 // forward asks the upstream and maps its errors to a reply.
-func (s *Server) forward(req *dns.Msg, tcp bool) *dns.Msg {
+func (s *Server) forward(req *dns.Msg, tcp bool) (*dns.Msg, source) {
 	ex := s.upstream.Load().ex
 	if ex == nil {
 		s.Stats.ServFail.Add(1)
-		return rcode(req, dns.RcodeServerFailure)
+		return rcode(req, dns.RcodeServerFailure), srcServer
 	}
 	ctx, cancel := context.WithTimeout(s.baseCtx, s.timeout)
 	defer cancel()
 	if tcp {
 		ctx = upstream.WithTCP(ctx)
 	}
+	var origin upstream.Origin
+	ctx = upstream.WithOrigin(ctx, &origin)
 	id, q := req.Id, req.Question[0]
 	resp, err := ex.Exchange(ctx, req)
 	switch {
 	case errors.Is(err, upstream.ErrOverloaded):
 		s.Stats.Overloaded.Add(1)
-		return rcode(req, dns.RcodeRefused)
+		return rcode(req, dns.RcodeRefused), srcServer
 	case err != nil || resp == nil:
 		s.Stats.ServFail.Add(1)
 		s.log.Debug("forward failed", zap.String("name", q.Name),
 			zap.String("type", dns.TypeToString[q.Qtype]), zap.Error(err))
 		req.Id = id
-		return rcode(req, dns.RcodeServerFailure)
+		return rcode(req, dns.RcodeServerFailure), srcServer
 	}
 	// The forwarder may have used its own ID and question case.
 	resp.Id = id
 	if len(resp.Question) == 1 {
 		resp.Question[0].Name = q.Name
 	}
-	return resp
+	switch origin {
+	case upstream.OriginCache:
+		return resp, srcCache
+	case upstream.OriginStale:
+		return resp, srcStale
+	}
+	return resp, srcUpstream
 }
 
 // write packs resp and sends it, truncating UDP replies larger than size.

@@ -350,6 +350,7 @@ func (c *Cache) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 		if ttl, fresh := e.remaining(now); fresh {
 			if r, err := e.reply(m, ttl); err == nil {
 				c.hits.Add(1)
+				setOrigin(ctx, OriginCache)
 				c.maybePrefetch(e, ttl)
 				return r, nil
 			}
@@ -359,6 +360,7 @@ func (c *Cache) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 		} else if now.UnixNano() < e.staleUntil.Load() {
 			if r, err := e.reply(m, cacheStaleTTL); err == nil {
 				c.staleServed.Add(1)
+				setOrigin(ctx, OriginStale)
 				return r, nil
 			}
 		}
@@ -376,17 +378,18 @@ func (c *Cache) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 		if e != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && e.staleUsable(c.now(), c.stale) {
 			if r, err := e.reply(m, cacheStaleTTL); err == nil {
 				c.staleServed.Add(1)
+				setOrigin(ctx, OriginStale)
 				return r, nil
 			}
 		}
 		return nil, fmt.Errorf("wait for upstream: %w", ctx.Err())
 	}
-	return c.answer(m, call, e)
+	return c.answer(ctx, m, call, e)
 }
 
 // answer turns a finished upstream exchange into the reply for req, serving
 // stale when the exchange failed and stale is usable.
-func (c *Cache) answer(req *dns.Msg, call *cacheCall, stale *cacheEntry) (*dns.Msg, error) {
+func (c *Cache) answer(ctx context.Context, req *dns.Msg, call *cacheCall, stale *cacheEntry) (*dns.Msg, error) {
 	if call.ent != nil {
 		ttl, fresh := call.ent.remaining(c.now())
 		if !fresh {
@@ -399,6 +402,7 @@ func (c *Cache) answer(req *dns.Msg, call *cacheCall, stale *cacheEntry) (*dns.M
 	if stale != nil && cacheFailed(call.msg, call.err) && stale.staleUsable(c.now(), c.stale) {
 		if r, err := stale.reply(req, cacheStaleTTL); err == nil {
 			c.staleServed.Add(1)
+			setOrigin(ctx, OriginStale)
 			return r, nil
 		}
 	}

@@ -35,3 +35,36 @@ func IsTCP(ctx context.Context) bool {
 	v, _ := ctx.Value(tcpKey{}).(bool)
 	return v
 }
+
+// Origin says where a forwarded answer came from, for metrics and the query log.
+type Origin uint8
+
+const (
+	OriginUpstream Origin = iota // asked an upstream for it
+	OriginCache                  // a fresh cache entry
+	OriginStale                  // an expired entry, because every upstream failed
+)
+
+func (o Origin) String() string {
+	switch o {
+	case OriginCache:
+		return "cache"
+	case OriginStale:
+		return "stale"
+	}
+	return "upstream"
+}
+
+type originKey struct{}
+
+// WithOrigin lets the caller learn where the answer came from: the cache
+// writes to *o; it stays OriginUpstream otherwise.
+func WithOrigin(ctx context.Context, o *Origin) context.Context {
+	return context.WithValue(ctx, originKey{}, o)
+}
+
+func setOrigin(ctx context.Context, o Origin) {
+	if p, ok := ctx.Value(originKey{}).(*Origin); ok {
+		*p = o
+	}
+}

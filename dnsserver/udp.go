@@ -1,0 +1,129 @@
+package dnsserver
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"runtime"
+	"time"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+
+	"github.com/sidedns/sidedns/dnswire"
+)
+
+// FastLocal is implemented by a Local that can answer plain queries straight
+// into wire bytes (resolver.Resolver does).
+type FastLocal interface {
+	AppendAnswer(dst []byte, q *dnswire.Query, src netip.Addr) ([]byte, bool)
+}
+
+// FastCache is implemented by an upstream Exchanger that can answer cache
+// hits straight into wire bytes (upstream.Cache does).
+type FastCache interface {
+	AppendHit(dst, req []byte, tcp bool) ([]byte, bool)
+}
+
+// serveUDP reads queries from one socket. Plain queries for local names and
+// cache hits are answered inline without allocating; everything else is
+// unpacked by miekg/dns and handled by ServeDNS on its own goroutine, since a
+// forward can take seconds. Several readers share a socket so each core can
+// answer.
+func (s *Server) serveUDP(conn *net.UDPConn) {
+	defer s.udpWG.Done()
+	buf := make([]byte, udpReadSize)
+	out := make([]byte, 0, udpReadSize)
+	var q dnswire.Query
+	for {
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if s.stopping.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Debug("read udp", zap.Error(err))
+			continue
+		}
+		pkt := buf[:n]
+		src := from.Addr().Unmap()
+		allowed := s.allowed(src)
+		if allowed && s.limiter != nil && !s.limiter.allow(src) {
+			s.Stats.RateLimited.Add(1)
+			continue // dropped: a reply would feed a reflection attack
+		}
+		if reply, ok := s.fastUDP(out[:0], pkt, src, allowed, &q); ok {
+			if _, err := conn.WriteToUDPAddrPort(reply, from); err != nil {
+				s.log.Debug("write udp", zap.Error(err))
+			}
+			continue
+		}
+		cp := make([]byte, n)
+		copy(cp, pkt)
+		s.slowWG.Add(1)
+		go s.serveSlowUDP(conn, cp, from)
+	}
+}
+
+// fastUDP answers pkt into dst when it is a plain query from an allowed
+// source for a local name or a cache hit. The rate limit was checked already.
+func (s *Server) fastUDP(dst, pkt []byte, src netip.Addr, allowed bool, q *dnswire.Query) ([]byte, bool) {
+	if !allowed || dnswire.Parse(pkt, q) != nil {
+		return dst, false
+	}
+	start := time.Now()
+	if fl, ok := s.local.(FastLocal); ok {
+		if reply, ok := fl.AppendAnswer(dst, q, src); ok {
+			s.Stats.Queries.Add(1)
+			s.Stats.Local.Add(1)
+			s.metrics.observe(q.Type, 0, srcLocal, start)
+			return reply, true
+		}
+	}
+	if fc, ok := s.upstream.Load().ex.(FastCache); ok {
+		if reply, ok := fc.AppendHit(dst, pkt, false); ok {
+			s.Stats.Queries.Add(1)
+			s.Stats.Forwarded.Add(1)
+			s.metrics.observe(q.Type, int(reply[3]&0xf), srcCache, start)
+			return reply, true
+		}
+	}
+	return dst, false
+}
+
+func (s *Server) serveSlowUDP(conn *net.UDPConn, pkt []byte, from netip.AddrPort) {
+	defer s.slowWG.Done()
+	req := new(dns.Msg)
+	if err := req.Unpack(pkt); err != nil || req.Response {
+		s.Stats.Malformed.Add(1)
+		return
+	}
+	s.serve(&udpWriter{conn: conn, to: from}, req, false) // serveUDP applied the rate limit
+}
+
+// udpReaders is how many goroutines read each UDP socket.
+func udpReaders() int { return max(2, runtime.GOMAXPROCS(0)) }
+
+// udpWriter is the dns.ResponseWriter for a query read by serveUDP.
+type udpWriter struct {
+	conn *net.UDPConn
+	to   netip.AddrPort
+}
+
+func (w *udpWriter) LocalAddr() net.Addr  { return w.conn.LocalAddr() }
+func (w *udpWriter) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(w.to) }
+func (w *udpWriter) Network() string      { return "udp" }
+func (w *udpWriter) Write(b []byte) (int, error) {
+	return w.conn.WriteToUDPAddrPort(b, w.to)
+}
+func (w *udpWriter) WriteMsg(m *dns.Msg) error {
+	b, err := m.Pack()
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+func (w *udpWriter) Close() error        { return nil }
+func (w *udpWriter) TsigStatus() error   { return nil }
+func (w *udpWriter) TsigTimersOnly(bool) {}
+func (w *udpWriter) Hijack()             {}
