@@ -40,8 +40,32 @@ type Problem struct {
 // sidedns.enable=false are left out; the input is not modified. Containers are
 // sorted by name and networks by name, so equal inputs give equal outputs.
 func Build(containers []container.InspectResponse, networks []network.Summary) (resolver.Topology, []Problem) {
+	var topo resolver.Topology
+	nets, internal, problems := buildNetworks(networks)
+	topo.Networks = nets
+	for i := range containers {
+		c, ok, ps := buildContainer(&containers[i])
+		problems = append(problems, ps...)
+		if !ok {
+			continue
+		}
+		SortEndpoints(c.Endpoints, func(id string) bool { return internal[id] })
+		topo.Containers = append(topo.Containers, c)
+	}
+	slices.SortFunc(topo.Containers, func(a, b resolver.Container) int { return compareContainers(&a, &b) })
+	return topo, problems
+}
+
+// compareContainers is the topology's container order: by name, then ID.
+func compareContainers(a, b *resolver.Container) int {
+	return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
+}
+
+// buildNetworks converts the network list, sorted by name, and returns which
+// network IDs are internal, for SortEndpoints.
+func buildNetworks(networks []network.Summary) ([]resolver.Network, map[string]bool, []Problem) {
 	var (
-		topo     resolver.Topology
+		out      []resolver.Network
 		problems []Problem
 	)
 	internal := make(map[string]bool, len(networks))
@@ -59,25 +83,12 @@ func Build(containers []container.InspectResponse, networks []network.Summary) (
 			}
 			nw.Subnets = append(nw.Subnets, p.Masked())
 		}
-		topo.Networks = append(topo.Networks, nw)
+		out = append(out, nw)
 	}
-	slices.SortFunc(topo.Networks, func(a, b resolver.Network) int {
+	slices.SortFunc(out, func(a, b resolver.Network) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
 	})
-
-	for i := range containers {
-		c, ok, ps := buildContainer(&containers[i])
-		problems = append(problems, ps...)
-		if !ok {
-			continue
-		}
-		SortEndpoints(c.Endpoints, func(id string) bool { return internal[id] })
-		topo.Containers = append(topo.Containers, c)
-	}
-	slices.SortFunc(topo.Containers, func(a, b resolver.Container) int {
-		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
-	})
-	return topo, problems
+	return out, internal, problems
 }
 
 // buildContainer converts one inspect result; ok is false when the container

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,9 +74,12 @@ type Watcher struct {
 
 	q queue
 
-	// Owned by the Run goroutine.
-	containers map[string]container.InspectResponse // by full ID; live ones only
-	networks   []network.Summary
+	// Owned by the Run goroutine. Only the built form of each container is
+	// kept, not its inspect response: an event rebuilds just the containers
+	// it names, and the topology is patched from the last one.
+	containers map[string]*entry // by full ID; live ones only
+	networks   []resolver.Network
+	internal   map[string]bool // network ID -> internal, for SortEndpoints
 	last       resolver.Topology
 	published  bool
 	reported   map[string]map[string]struct{} // container ID -> problems already logged
@@ -110,7 +113,7 @@ func New(cli Client, publish func(resolver.Topology), log *zap.Logger, opts Opti
 		log:        log,
 		opts:       opts,
 		q:          queue{kick: make(chan struct{}, 1)},
-		containers: map[string]container.InspectResponse{},
+		containers: map[string]*entry{},
 		reported:   map[string]map[string]struct{}{},
 	}
 }
@@ -357,6 +360,31 @@ func (q *queue) reset() {
 	}
 }
 
+// entry is one live container as the table needs it. Entries are never
+// modified once stored: the published topology shares their slices.
+type entry struct {
+	c      resolver.Container // Endpoints in Docker's order
+	hidden bool               // sidedns.enable=false: kept so its problems stay logged once
+}
+
+func (e *entry) visible() bool { return e != nil && !e.hidden }
+
+// newEntry builds an entry from an inspect result. Its endpoints are sorted
+// later, once the network list they depend on is known.
+func newEntry(in *container.InspectResponse) (*entry, []Problem) {
+	c, ok, problems := buildContainer(in)
+	if !ok {
+		return &entry{hidden: true}, problems
+	}
+	return &entry{c: c}, problems
+}
+
+func (w *Watcher) sortEndpoints(e *entry) {
+	if len(e.c.Endpoints) > 1 {
+		SortEndpoints(e.c.Endpoints, func(id string) bool { return w.internal[id] })
+	}
+}
+
 // resync replaces the cached state with a full list and inspect.
 func (w *Watcher) resync(ctx context.Context) error {
 	w.Stats.Resyncs.Add(1)
@@ -370,7 +398,7 @@ func (w *Watcher) resync(ctx context.Context) error {
 	for _, c := range list {
 		ids = append(ids, c.ID)
 	}
-	found, err := w.inspect(ctx, ids)
+	found, problems, err := w.inspect(ctx, ids)
 	if err != nil {
 		return err
 	}
@@ -378,78 +406,203 @@ func (w *Watcher) resync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.containers, w.networks = found, nets
-	w.rebuild()
+	netProblems := w.setNetworks(nets)
+	for id, e := range found {
+		w.sortEndpoints(e)
+		if old := w.containers[id]; old != nil && e.visible() && old.visible() && resolver.EqualContainer(&old.c, &e.c) {
+			found[id] = old // share the published copy; the new one is garbage
+		}
+	}
+	w.containers = found
+	for id := range w.reported {
+		if _, ok := w.containers[id]; !ok && id != "" {
+			delete(w.reported, id)
+		}
+	}
+	w.report(append(netProblems, problems...))
+	w.publishAll()
 	return nil
 }
 
-// apply folds one batch of event work into the cache and rebuilds.
+// setNetworks installs a new network list and returns its problems. When
+// the set of internal networks changes, every endpoint order may change, so
+// all entries are re-sorted (on copies: the old ones are published).
+func (w *Watcher) setNetworks(list []network.Summary) []Problem {
+	nets, internal, problems := buildNetworks(list)
+	changed := !sameInternal(w.internal, internal)
+	w.networks, w.internal = nets, internal
+	if changed {
+		for id, e := range w.containers {
+			if len(e.c.Endpoints) > 1 {
+				cp := *e
+				cp.c.Endpoints = slices.Clone(e.c.Endpoints)
+				w.sortEndpoints(&cp)
+				w.containers[id] = &cp
+			}
+		}
+	}
+	return problems
+}
+
+// sameInternal reports whether a and b mark the same networks internal; an
+// unknown network counts as not internal.
+func sameInternal(a, b map[string]bool) bool {
+	for id, in := range a {
+		if in && !b[id] {
+			return false
+		}
+	}
+	for id, in := range b {
+		if in && !a[id] {
+			return false
+		}
+	}
+	return true
+}
+
+// change is one container an event batch touched: its entry before and after.
+type change struct {
+	old, new *entry
+}
+
+// apply folds one batch of event work into the cache and publishes. It does
+// its I/O first, so a failed call leaves the cache as it was.
 func (w *Watcher) apply(ctx context.Context, ops map[string]op, nets bool) error {
 	var ids []string
 	for id, o := range ops {
-		switch o.kind {
-		case opRemove:
-			delete(w.containers, id)
-		case opHealth:
-			if c, ok := w.containers[id]; ok && c.ContainerJSONBase != nil && c.State != nil {
-				w.containers[id] = withHealth(c, o.health)
-				continue
-			}
-			ids = append(ids, id) // not cached: we missed its start
-		default:
-			ids = append(ids, id)
+		if o.kind == opInspect || (o.kind == opHealth && w.containers[id] == nil) {
+			ids = append(ids, id) // a health event for an unknown container: we missed its start
 		}
 	}
+	var (
+		found    map[string]*entry
+		problems []Problem
+		list     []network.Summary
+		err      error
+	)
 	if len(ids) > 0 {
-		found, err := w.inspect(ctx, ids)
-		if err != nil {
+		if found, problems, err = w.inspect(ctx, ids); err != nil {
 			return err
-		}
-		for _, id := range ids {
-			if c, ok := found[id]; ok {
-				w.containers[id] = c
-			} else {
-				delete(w.containers, id)
-			}
 		}
 	}
 	if nets {
-		n, err := w.listNetworks(ctx)
-		if err != nil {
+		if list, err = w.listNetworks(ctx); err != nil {
 			return err
 		}
-		w.networks = n
 	}
-	w.rebuild()
+
+	full := false
+	netsChanged := false
+	if nets {
+		before, internal := w.networks, w.internal
+		problems = append(w.setNetworks(list), problems...)
+		netsChanged = !resolver.EqualTopology(resolver.Topology{Networks: before}, resolver.Topology{Networks: w.networks})
+		full = !sameInternal(internal, w.internal) // every container may have moved
+	}
+	changes := make([]change, 0, len(ops))
+	for id, o := range ops {
+		old := w.containers[id]
+		var e *entry
+		switch {
+		case o.kind == opRemove:
+		case o.kind == opHealth && old != nil:
+			cp := *old
+			cp.c.Health = healthOf(o.health)
+			e = &cp
+		default:
+			if e = found[id]; e != nil {
+				w.sortEndpoints(e)
+			}
+		}
+		if e == nil {
+			delete(w.containers, id)
+			delete(w.reported, id)
+		} else {
+			w.containers[id] = e
+		}
+		if old.visible() != e.visible() || (e.visible() && !resolver.EqualContainer(&old.c, &e.c)) {
+			changes = append(changes, change{old: old, new: e})
+		}
+	}
+	w.report(problems)
+	switch {
+	case full || !w.published:
+		w.publishAll()
+	case len(changes) > 0 || netsChanged:
+		w.publishChanges(changes)
+	}
 	return nil
 }
 
-// withHealth returns c with a new health status, copying what it changes so
-// earlier values stay untouched.
-func withHealth(c container.InspectResponse, s container.HealthStatus) container.InspectResponse {
-	base := *c.ContainerJSONBase
-	st := *base.State
-	h := container.Health{}
-	if st.Health != nil {
-		h = *st.Health
+// maxPatch is the largest batch patched into the last topology; a bigger
+// one is assembled and sorted afresh, which costs about the same.
+const maxPatch = 64
+
+// publishChanges publishes the last topology with changes applied: each
+// old entry is cut out and each new one inserted at its sorted place.
+func (w *Watcher) publishChanges(changes []change) {
+	if len(changes) > maxPatch {
+		w.publishAll()
+		return
 	}
-	h.Status = s
-	st.Health = &h
-	base.State = &st
-	c.ContainerJSONBase = &base
-	return c
+	cs := make([]resolver.Container, len(w.last.Containers), len(w.last.Containers)+len(changes))
+	copy(cs, w.last.Containers)
+	for _, ch := range changes {
+		if ch.old.visible() {
+			if i, ok := slices.BinarySearchFunc(cs, &ch.old.c, cmpTo); ok {
+				cs = slices.Delete(cs, i, i+1)
+			}
+		}
+		if ch.new.visible() {
+			i, _ := slices.BinarySearchFunc(cs, &ch.new.c, cmpTo)
+			cs = slices.Insert(cs, i, ch.new.c)
+		}
+	}
+	if len(cs) == 0 {
+		cs = nil // as Build leaves it
+	}
+	w.send(resolver.Topology{Networks: w.networks, Containers: cs})
 }
 
-// inspect inspects ids in parallel and returns the live ones by ID.
+func cmpTo(a resolver.Container, b *resolver.Container) int { return compareContainers(&a, b) }
+
+// publishAll assembles the topology from every entry and publishes it if it
+// changed: the full resync path.
+func (w *Watcher) publishAll() {
+	var cs []resolver.Container
+	for _, e := range w.containers {
+		if e.visible() {
+			if cs == nil {
+				cs = make([]resolver.Container, 0, len(w.containers))
+			}
+			cs = append(cs, e.c)
+		}
+	}
+	slices.SortFunc(cs, func(a, b resolver.Container) int { return compareContainers(&a, &b) })
+	topo := resolver.Topology{Networks: w.networks, Containers: cs}
+	if w.published && resolver.EqualTopology(topo, w.last) {
+		return
+	}
+	w.send(topo)
+}
+
+func (w *Watcher) send(topo resolver.Topology) {
+	w.last, w.published = topo, true
+	w.Stats.Publishes.Add(1)
+	w.publish(topo)
+}
+
+// inspect inspects ids in parallel and returns the live ones by ID, built.
 // Containers that are gone or no longer running, paused or restarting are
 // left out; any other failure fails the whole call.
-func (w *Watcher) inspect(ctx context.Context, ids []string) (map[string]container.InspectResponse, error) {
+func (w *Watcher) inspect(ctx context.Context, ids []string) (map[string]*entry, []Problem, error) {
 	var (
-		mu    sync.Mutex
-		found = make(map[string]container.InspectResponse, len(ids))
-		first error
-		wg    sync.WaitGroup
-		sem   = make(chan struct{}, inspectWorkers)
+		mu       sync.Mutex
+		found    = make(map[string]*entry, len(ids))
+		problems []Problem
+		first    error
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, inspectWorkers)
 	)
 	for _, id := range ids {
 		sem <- struct{}{}
@@ -459,6 +612,13 @@ func (w *Watcher) inspect(ctx context.Context, ids []string) (map[string]contain
 			cctx, cancel := context.WithTimeout(ctx, w.opts.CallTimeout)
 			c, err := w.cli.ContainerInspect(cctx, id)
 			cancel()
+			var (
+				e  *entry
+				ps []Problem
+			)
+			if err == nil && live(c) {
+				e, ps = newEntry(&c) // built here so the response is dropped at once
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -467,13 +627,14 @@ func (w *Watcher) inspect(ctx context.Context, ids []string) (map[string]contain
 				if first == nil {
 					first = fmt.Errorf("inspect container %.12s: %w", id, err)
 				}
-			case live(c):
-				found[id] = c
+			case e != nil:
+				found[id] = e
+				problems = append(problems, ps...)
 			}
 		}()
 	}
 	wg.Wait()
-	return found, first
+	return found, problems, first
 }
 
 // live reports whether a container belongs in the table at all.
@@ -491,30 +652,9 @@ func (w *Watcher) listNetworks(ctx context.Context) ([]network.Summary, error) {
 	return nets, nil
 }
 
-// rebuild builds a topology from the cache and publishes it if it changed.
-func (w *Watcher) rebuild() {
-	list := make([]container.InspectResponse, 0, len(w.containers))
-	for _, c := range w.containers {
-		list = append(list, c)
-	}
-	topo, problems := Build(list, w.networks)
-	w.report(problems)
-	if w.published && reflect.DeepEqual(topo, w.last) {
-		return
-	}
-	w.last, w.published = topo, true
-	w.Stats.Publishes.Add(1)
-	w.publish(topo)
-}
-
 // report logs each problem once per container. Labels cannot change on a
 // container, so once is enough; the entries go when the container goes.
 func (w *Watcher) report(problems []Problem) {
-	for id := range w.reported {
-		if _, ok := w.containers[id]; !ok && id != "" {
-			delete(w.reported, id)
-		}
-	}
 	for _, p := range problems {
 		// Two bad entries in one label are two problems; each is logged once.
 		key, subject := p.ContainerID, p.Subject+"\x00"+p.Err.Error()

@@ -2,7 +2,6 @@ package resolver
 
 import (
 	"net/netip"
-	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,7 +60,7 @@ func (r *Resolver) Publish(t Topology) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cur := r.snap.Load()
-	if reflect.DeepEqual(cur.topo, t) {
+	if EqualTopology(cur.topo, t) {
 		return
 	}
 	r.snap.Store(buildSnapshot(t, cur.opts))

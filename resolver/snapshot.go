@@ -28,9 +28,10 @@ type snapshot struct {
 
 // netTable is one network's names.
 type netTable struct {
-	name     string // as Docker spells it
-	names    map[string]*rrset
-	services map[string]*rrset // "<service>.<project>" -> compose service members
+	name     string            // as Docker spells it
+	names    map[string]*rrset // nil when the network has no container
+	services map[string]*rrset // "<service>.<project>" -> compose service members; nil when none
+	size     int               // endpoints, for sizing names while building
 }
 
 // querier is a container address and what it may see.
@@ -46,13 +47,15 @@ type ptrTarget struct {
 
 // member is one container's endpoint on one network.
 type member struct {
-	name    string // container name
-	project string
-	ip4     netip.Addr
-	ip6     netip.Addr
-	ttl     uint32
-	ports   []Port
-	network string
+	name     string // container name
+	project  string
+	ip4      netip.Addr
+	ip6      netip.Addr
+	ttl      uint32
+	ports    []Port
+	network  string
+	running  bool // StateRunning
+	eligible bool // running and healthy or without a healthcheck
 }
 
 // rrset is everything one name means on one network.
@@ -66,72 +69,139 @@ type rrset struct {
 	all       []*member         // every container, whatever its state; for building
 }
 
+// buildSnapshot builds the table from t. It runs on every publish, so it
+// sizes its maps from a first pass and carves members, rrsets and small
+// slices out of a few large arrays instead of allocating each one.
 func buildSnapshot(t Topology, o Options) *snapshot {
 	s := &snapshot{
-		topo:    t,
-		opts:    o,
-		domain:  strings.TrimSuffix(strings.ToLower(o.Domain), "."),
-		byName:  make(map[string]*netTable),
-		clients: make(map[netip.Addr]*querier),
-		ptrs:    make(map[netip.Addr][]ptrTarget),
+		topo:   t,
+		opts:   o,
+		domain: strings.TrimSuffix(strings.ToLower(o.Domain), "."),
+		byName: make(map[string]*netTable, len(t.Networks)),
 	}
+	var nsub int
 	for _, n := range t.Networks {
 		s.table(n.Name)
-		s.subnets = append(s.subnets, n.Subnets...)
+		nsub += len(n.Subnets)
 	}
-	eligible := make(map[*member]bool)
-	running := make(map[*member]bool)
+	if nsub > 0 {
+		s.subnets = make([]netip.Prefix, 0, nsub)
+		for _, n := range t.Networks {
+			s.subnets = append(s.subnets, n.Subnets...)
+		}
+	}
+
+	// First pass: counts, so every map and array below is allocated once.
+	var neps, naddrs, maxNames int
 	for i := range t.Containers {
 		c := &t.Containers[i]
-		cl := &querier{project: c.Project}
+		for j := range c.Endpoints {
+			ep := &c.Endpoints[j]
+			s.table(ep.NetworkName).size++
+			neps++
+			if ep.IPv4.IsValid() {
+				naddrs++
+			}
+			if ep.IPv6.IsValid() {
+				naddrs++
+			}
+			maxNames += 3 + len(ep.Aliases) + len(c.Names)
+		}
+	}
+	s.clients = make(map[netip.Addr]*querier, naddrs)
+	s.ptrs = make(map[netip.Addr][]ptrTarget, naddrs)
+	members := make([]member, neps)
+	sets := make([]rrset, 0, maxNames)
+	setMembers := make([]*member, maxNames)
+	queriers := make([]querier, len(t.Containers))
+	querierNets := make([]*netTable, neps)
+	targets := make([]ptrTarget, naddrs)
+	newSet := func(m *member) *rrset {
+		// The first member goes in a one-slot window of setMembers; a
+		// second append copies out, leaving the neighbours untouched.
+		sets = append(sets, rrset{all: setMembers[:1:1]})
+		setMembers = setMembers[1:]
+		rs := &sets[len(sets)-1]
+		rs.all[0] = m
+		return rs
+	}
+
+	var names []string // reused for each endpoint
+	for i := range t.Containers {
+		c := &t.Containers[i]
+		cl := &queriers[i]
+		cl.project = c.Project
+		cl.networks = querierNets[:0:len(c.Endpoints)]
+		querierNets = querierNets[len(c.Endpoints):]
+		var serviceKey string
+		if c.Service != "" && c.Project != "" {
+			serviceKey = strings.ToLower(c.Service + "." + c.Project)
+		}
 		for _, ep := range c.Endpoints {
 			nt := s.table(ep.NetworkName)
-			m := &member{
+			if nt.names == nil {
+				nt.names = make(map[string]*rrset, 3*nt.size)
+			}
+			m := &members[0]
+			members = members[1:]
+			*m = member{
 				name: c.Name, project: c.Project, ip4: ep.IPv4, ip6: ep.IPv6,
 				ttl: o.TTL, ports: c.Ports, network: ep.NetworkName,
+				running:  c.State == StateRunning,
+				eligible: c.State == StateRunning && (c.Health == HealthNone || c.Health == HealthHealthy),
 			}
 			if c.TTL > 0 {
 				m.ttl = c.TTL
 			}
-			running[m] = c.State == StateRunning
-			eligible[m] = c.State == StateRunning && (c.Health == HealthNone || c.Health == HealthHealthy)
-			for _, name := range containerNames(c, ep) {
-				rs := nt.names[name]
-				if rs == nil {
-					rs = &rrset{}
-					nt.names[name] = rs
-					s.names++
+			names = containerNames(names[:0], c, ep)
+			for _, name := range names {
+				if rs := nt.names[name]; rs != nil {
+					rs.all = append(rs.all, m)
+					continue
 				}
-				rs.all = append(rs.all, m)
+				nt.names[name] = newSet(m)
+				s.names++
 			}
-			if c.Service != "" && c.Project != "" {
-				key := strings.ToLower(c.Service + "." + c.Project)
-				rs := nt.services[key]
-				if rs == nil {
-					rs = &rrset{}
-					nt.services[key] = rs
+			if serviceKey != "" {
+				if rs := nt.services[serviceKey]; rs != nil {
+					rs.all = append(rs.all, m)
+				} else {
+					if nt.services == nil {
+						nt.services = make(map[string]*rrset)
+					}
+					nt.services[serviceKey] = &rrset{all: []*member{m}}
 				}
-				rs.all = append(rs.all, m)
 			}
 			cl.networks = append(cl.networks, nt)
 			target := c.Name + "." + ep.NetworkName + "."
-			for _, a := range []netip.Addr{ep.IPv4, ep.IPv6} {
-				if a.IsValid() {
-					s.clients[a] = cl
-					s.ptrs[a] = append(s.ptrs[a], ptrTarget{network: nt, target: target})
+			for _, a := range [2]netip.Addr{ep.IPv4, ep.IPv6} {
+				if !a.IsValid() {
+					continue
 				}
+				s.clients[a] = cl
+				pt := ptrTarget{network: nt, target: target}
+				if prev, ok := s.ptrs[a]; ok {
+					s.ptrs[a] = append(prev, pt)
+					continue
+				}
+				targets[0] = pt
+				s.ptrs[a] = targets[:1:1]
+				targets = targets[1:]
 			}
 		}
 		s.containers++
 	}
 	for _, nt := range s.byName {
+		// Queries read these maps without nil checks on the table itself;
+		// a nil map reads as empty, so only writers above need them made.
 		for _, rs := range nt.names {
-			rs.finish(eligible, running, o.StrictHealth)
+			rs.finish(o.StrictHealth)
 		}
 		for _, rs := range nt.services {
-			rs.finish(eligible, running, o.StrictHealth)
+			rs.finish(o.StrictHealth)
 		}
 	}
+	s.all = make([]*netTable, 0, len(s.byName))
 	for _, name := range slices.Sorted(maps.Keys(s.byName)) {
 		s.all = append(s.all, s.byName[name])
 	}
@@ -142,15 +212,18 @@ func (s *snapshot) table(name string) *netTable {
 	key := strings.ToLower(name)
 	nt := s.byName[key]
 	if nt == nil {
-		nt = &netTable{name: name, names: make(map[string]*rrset), services: make(map[string]*rrset)}
+		nt = &netTable{name: name}
 		s.byName[key] = nt
 	}
 	return nt
 }
 
 // finish applies the health policy and splits the set by compose project.
-func (rs *rrset) finish(eligible, running map[*member]bool, strict bool) {
-	rs.answer, rs.failOpen = pickAnswer(rs.all, eligible, running, strict)
+func (rs *rrset) finish(strict bool) {
+	rs.answer, rs.failOpen = pickAnswer(rs.all, strict)
+	if !mixedProjects(rs.all) {
+		return // no subset would differ from the whole set
+	}
 	projects := make(map[string][]*member)
 	for _, m := range rs.all {
 		if m.project != "" {
@@ -162,7 +235,7 @@ func (rs *rrset) finish(eligible, running map[*member]bool, strict bool) {
 			continue // the subset is the whole set: no need to keep it twice
 		}
 		sub := &rrset{all: ms}
-		sub.answer, sub.failOpen = pickAnswer(ms, eligible, running, strict)
+		sub.answer, sub.failOpen = pickAnswer(ms, strict)
 		if rs.byProject == nil {
 			rs.byProject = make(map[string]*rrset)
 		}
@@ -170,47 +243,111 @@ func (rs *rrset) finish(eligible, running map[*member]bool, strict bool) {
 	}
 }
 
-// pickAnswer returns the eligible members, or, when none is eligible, every
-// running member (fail open) unless strict is set.
-func pickAnswer(all []*member, eligible, running map[*member]bool, strict bool) ([]*member, bool) {
-	var ok, run []*member
-	for _, m := range all {
-		if eligible[m] {
-			ok = append(ok, m)
-		}
-		if running[m] {
-			run = append(run, m)
+// mixedProjects reports whether some project holds only part of ms: a
+// member with another project, or with none, next to one with a project.
+func mixedProjects(ms []*member) bool {
+	if len(ms) < 2 {
+		return false
+	}
+	for _, m := range ms[1:] {
+		if m.project != ms[0].project {
+			return true
 		}
 	}
-	if len(ok) > 0 || strict || len(run) == 0 {
-		return ok, false
-	}
-	return run, true
+	return false
 }
 
-// containerNames lists the names an endpoint registers, lower-cased and
-// without duplicates, in DESIGN 2.1 order.
-func containerNames(c *Container, ep Endpoint) []string {
-	var names []string
-	add := func(n string) {
-		n = strings.ToLower(strings.TrimSuffix(n, "."))
-		if n != "" && !slices.Contains(names, n) {
-			names = append(names, n)
+// pickAnswer returns the eligible members, or, when none is eligible, every
+// running member (fail open) unless strict is set. The answer shares all's
+// array when every member is eligible: both are read-only once built.
+func pickAnswer(all []*member, strict bool) ([]*member, bool) {
+	var nok, nrun int
+	for _, m := range all {
+		if m.eligible {
+			nok++
+		}
+		if m.running {
+			nrun++
 		}
 	}
-	add(c.Name)
+	if nok == len(all) {
+		return all, false
+	}
+	if nok > 0 || strict || nrun == 0 {
+		return filter(all, nok, func(m *member) bool { return m.eligible }), false
+	}
+	return filter(all, nrun, func(m *member) bool { return m.running }), true
+}
+
+func filter(all []*member, n int, keep func(*member) bool) []*member {
+	if n == 0 {
+		return nil
+	}
+	out := make([]*member, 0, n)
+	for _, m := range all {
+		if keep(m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// containerNames appends to names the names an endpoint registers,
+// lower-cased and without duplicates, in DESIGN 2.1 order.
+func containerNames(names []string, c *Container, ep Endpoint) []string {
+	names = addName(names, c.Name)
 	for _, a := range ep.Aliases {
-		add(a)
+		names = addName(names, a)
 	}
 	if len(c.ID) >= 12 {
-		add(c.ID[:12])
+		names = addName(names, c.ID[:12])
 	}
-	add(c.Hostname)
+	names = addName(names, c.Hostname)
 	for _, n := range c.Names {
-		add(n)
+		names = addName(names, n)
 	}
 	return names
 }
+
+func addName(names []string, n string) []string {
+	n = strings.ToLower(strings.TrimSuffix(n, "."))
+	if n != "" && !slices.Contains(names, n) {
+		names = append(names, n)
+	}
+	return names
+}
+
+// EqualTopology reports whether a and b are equal as reflect.DeepEqual
+// would say (a nil slice differs from an empty one), without reflection:
+// publishers call it on every change to skip unchanged tables.
+func EqualTopology(a, b Topology) bool {
+	return slices.EqualFunc(a.Networks, b.Networks, equalNetwork) && nilness(a.Networks, b.Networks) &&
+		nilness(a.Containers, b.Containers) && slices.EqualFunc(a.Containers, b.Containers, func(x, y Container) bool {
+		return EqualContainer(&x, &y)
+	})
+}
+
+// EqualContainer is EqualTopology for one container.
+func EqualContainer(a, b *Container) bool {
+	return a.ID == b.ID && a.Name == b.Name && a.Hostname == b.Hostname && a.Project == b.Project &&
+		a.Service == b.Service && a.Health == b.Health && a.State == b.State && a.TTL == b.TTL &&
+		equalSlice(a.Names, b.Names) && equalSlice(a.Ports, b.Ports) &&
+		nilness(a.Endpoints, b.Endpoints) && slices.EqualFunc(a.Endpoints, b.Endpoints, equalEndpoint)
+}
+
+func equalEndpoint(a, b Endpoint) bool {
+	return a.NetworkID == b.NetworkID && a.NetworkName == b.NetworkName && a.IPv4 == b.IPv4 && a.IPv6 == b.IPv6 &&
+		equalSlice(a.Aliases, b.Aliases)
+}
+
+func equalNetwork(a, b Network) bool {
+	return a.ID == b.ID && a.Name == b.Name && a.Internal == b.Internal && equalSlice(a.Subnets, b.Subnets)
+}
+
+func equalSlice[T comparable](a, b []T) bool { return nilness(a, b) && slices.Equal(a, b) }
+
+// nilness reports whether a and b are both nil or both non-nil.
+func nilness[T any](a, b []T) bool { return (a == nil) == (b == nil) }
 
 // view is the list of networks a source may see.
 func (s *snapshot) view(src netip.Addr) (nets []*netTable, project string) {
