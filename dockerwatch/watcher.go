@@ -32,6 +32,29 @@ type Options struct {
 	CallTimeout time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// OnEvent, when set, is told of every table-relevant event as it
+	// arrives (the live page lists them). It must not block.
+	OnEvent func(Event)
+}
+
+// Event is a table-relevant Docker event, for people to read.
+type Event struct {
+	Time   time.Time
+	Kind   string // "container", "health" or "network"
+	Action string // e.g. "start", "health_status: unhealthy", "connect"
+	Name   string // the container's or network's name
+}
+
+func toEvent(m events.Message) Event {
+	kind := string(m.Type)
+	if strings.HasPrefix(string(m.Action), string(events.ActionHealthStatus)) {
+		kind = "health"
+	}
+	name := m.Actor.Attributes["name"]
+	if m.Type == events.NetworkEventType && m.Actor.Attributes["container"] != "" {
+		name = m.Actor.Attributes["name"] + " ← " + shortID(m.Actor.Attributes["container"])
+	}
+	return Event{Time: time.Unix(0, m.TimeNano), Kind: kind, Action: string(m.Action), Name: name}
 }
 
 const (
@@ -244,6 +267,9 @@ func (w *Watcher) read(ctx context.Context, msgs <-chan events.Message, errs <-c
 			if id, o, nets, ok := classify(m); ok {
 				w.Stats.Events.Add(1)
 				w.q.add(id, o, nets)
+				if w.opts.OnEvent != nil {
+					w.opts.OnEvent(toEvent(m))
+				}
 			}
 		case err, ok := <-errs:
 			if !ok || err == nil {

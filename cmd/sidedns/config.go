@@ -21,6 +21,9 @@ import (
 // envPrefix starts every flag's environment twin: --cache-size is SIDEDNS_CACHE_SIZE.
 const envPrefix = "SIDEDNS_"
 
+// defaultHTTP is where the ops surface listens unless --http says otherwise.
+const defaultHTTP = "127.0.0.1:8053"
+
 // config is the validated command line. Empty Listen, Upstream and Allow mean
 // "work it out at start-up" (docker0, resolv.conf, Docker's subnets), so
 // parsing does not depend on the machine it runs on.
@@ -65,7 +68,7 @@ type flagSpec struct {
 func flagSpecs(c *config) []flagSpec {
 	*c = config{
 		ResolvConf:     "/etc/resolv.conf",
-		HTTP:           "127.0.0.1:8053",
+		HTTP:           defaultHTTP,
 		Domain:         "docker.",
 		TTL:            5 * time.Second,
 		CacheSize:      100000,
@@ -178,6 +181,10 @@ containers and networks and forwards every other name to upstream resolvers
 through a cache.
 
 Usage: sidedns [flags]
+       sidedns healthcheck [URL]
+
+healthcheck asks URL (default: /readyz on --http) and exits 0 on HTTP 200,
+1 otherwise; it is for container healthchecks in images without a shell.
 
 Every flag has an environment twin, SIDEDNS_<FLAG> (upper case, dashes as
 underscores); the command line wins over the environment. Repeatable flags

@@ -1,47 +1,33 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"net"
-	"net/http"
-	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/sidedns/sidedns/ops"
 )
 
-// readHeaderTimeout keeps a slow client from holding a connection open.
-const readHeaderTimeout = 5 * time.Second
-
-// startHTTP serves the ops surface on --http. This is the hook the ops
-// surface plugs into (/metrics, /api/v1/records, the live page); for now it
-// answers /healthz (alive) and /readyz (first Docker sync done).
+// startHTTP serves the ops surface on --http: /metrics, /healthz, /readyz,
+// /api/v1/records and the live page.
 func (a *app) startHTTP(cfg config) error {
 	if cfg.HTTP == "" {
 		return nil
 	}
-	ln, err := net.Listen("tcp", cfg.HTTP)
-	if err != nil {
+	reg := ops.NewRegistry()
+	a.registerMetrics(reg)
+	a.ops = ops.New(ops.Config{
+		Addr:     cfg.HTTP,
+		Topology: a.res.Topology,
+		Ready:    func() bool { return a.watcher != nil && a.watcher.Ready() },
+		Registry: reg,
+		Logger:   a.log.Named("http"),
+		Extra:    a.pageState,
+	})
+	if err := a.ops.Start(); err != nil {
 		return fmt.Errorf("%w (use --http to pick another address, or --http=off)", err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if a.watcher == nil || !a.watcher.Ready() {
-			http.Error(w, "waiting for the first docker sync", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimeout}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error("http server stopped", zap.Error(err))
-		}
-	}()
-	a.stopHTTP = srv.Shutdown
-	a.log.Info("http listening", zap.Stringer("addr", ln.Addr()))
+	a.stopHTTP = a.ops.Shutdown
+	a.log.Info("http listening", zap.String("addr", a.ops.Addr()))
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sidedns/sidedns/dnsserver"
 	"github.com/sidedns/sidedns/dockerwatch"
+	"github.com/sidedns/sidedns/ops"
 	"github.com/sidedns/sidedns/resolver"
 	"github.com/sidedns/sidedns/upstream"
 )
@@ -43,6 +44,9 @@ func main() {
 // run is main without the process globals. It returns the exit code: 0 after
 // a clean drain, 1 when start-up fails, 2 for a bad flag or env value.
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer, sigs <-chan os.Signal) int {
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return healthcheck(args[1:], getenv, stderr)
+	}
 	cfg, err := parseConfig(args, getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		printUsage(stdout)
@@ -102,6 +106,7 @@ type app struct {
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
 	stopHTTP  func(context.Context) error
+	ops       *ops.Server // nil with --http=off
 }
 
 // start builds and starts every component. On error, what was started is
@@ -175,10 +180,11 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 		return nil, err
 	}
 
-	a.startDocker(cfg)
+	a.newWatcher(cfg)
 	if err := a.startHTTP(cfg); err != nil {
 		return nil, err
 	}
+	a.runWatcher()
 	log.Info("sidedns started",
 		zap.Stringers("listen", a.srv.Addrs()),
 		zap.Stringers("upstreams", specs),
@@ -188,17 +194,37 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 	return a, nil
 }
 
-// startDocker runs the watcher in the background. Without a daemon sidedns
-// still serves: the watcher logs the reason once and retries with backoff.
-func (a *app) startDocker(cfg config) {
+// newWatcher makes the Docker watcher. Without a daemon sidedns still
+// serves: the watcher logs the reason once and retries with backoff.
+func (a *app) newWatcher(cfg config) {
 	cli, err := dockerwatch.NewClient()
 	if err != nil {
 		a.log.Warn("no docker client; serving forwarded names only", zap.Error(err))
 		return
 	}
 	a.docker = cli
-	a.watcher = dockerwatch.New(cli, a.res.Publish, a.log.Named("docker"),
-		dockerwatch.Options{ResyncInterval: cfg.ResyncInterval})
+	publish := func(t resolver.Topology) {
+		a.res.Publish(t)
+		if a.ops != nil {
+			a.ops.Refresh() // after the publish, so the page shows the new table
+		}
+	}
+	a.watcher = dockerwatch.New(cli, publish, a.log.Named("docker"),
+		dockerwatch.Options{ResyncInterval: cfg.ResyncInterval, OnEvent: a.notifyPage})
+}
+
+// notifyPage shows a Docker event in the live page's event list.
+func (a *app) notifyPage(ev dockerwatch.Event) {
+	if a.ops != nil {
+		a.ops.Notify(ops.Event{Time: ev.Time, Kind: ev.Kind, Action: ev.Action, Name: ev.Name})
+	}
+}
+
+// runWatcher starts the watcher in the background.
+func (a *app) runWatcher() {
+	if a.watcher == nil {
+		return
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stopWatch = cancel
 	a.watchDone = make(chan struct{})

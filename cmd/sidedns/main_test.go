@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -290,5 +292,36 @@ func TestBinary(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatalf("sidedns did not exit after SIGTERM\n%s", logs.String())
+	}
+}
+
+func TestHealthcheck(t *testing.T) {
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" {
+			http.NotFound(w, r)
+		}
+	}))
+	defer ok.Close()
+	host := strings.TrimPrefix(ok.URL, "http://")
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want int
+	}{
+		{"ready", []string{ok.URL + "/readyz"}, nil, 0},
+		{"not found", []string{ok.URL + "/nope"}, nil, 1},
+		{"refused", []string{"http://127.0.0.1:1/readyz"}, nil, 1},
+		{"default URL from env twin", nil, map[string]string{"SIDEDNS_HTTP": host}, 0},
+		{"two URLs", []string{"a", "b"}, nil, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr strings.Builder
+			got := run(append([]string{"healthcheck"}, tt.args...), func(k string) string { return tt.env[k] }, io.Discard, &stderr, nil)
+			if got != tt.want {
+				t.Fatalf("exit %d, want %d (stderr %q)", got, tt.want, stderr.String())
+			}
+		})
 	}
 }

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// scrape returns /metrics as "name{labels} value" lines.
+func scrape(t *testing.T, httpAddr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: %s", resp.Status)
+	}
+	return string(b)
+}
+
+func TestMetricsAfterKnownTraffic(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+	up := startFakeUpstream(t)
+	dnsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	args := []string{"--listen", dnsAddr, "--upstream", up.addr, "--http", httpAddr,
+		"--allow", "127.0.0.2/32", "--allow", "127.0.0.1/32"}
+	var logs syncBuffer
+	sigs := make(chan os.Signal, 1)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		run(args, envOf(), &logs, &logs, sigs)
+	}()
+	t.Cleanup(func() {
+		sigs <- syscall.SIGTERM
+		<-finished
+	})
+
+	checkForwarded(t, waitForAnswer(t, "udp", dnsAddr, "example.test.")) // upstream
+	for range 3 {
+		checkForwarded(t, waitForAnswer(t, "udp", dnsAddr, "example.test.")) // cache
+	}
+	m := new(dns.Msg).SetQuestion("other.test.", dns.TypeAAAA)
+	if _, _, err := (&dns.Client{Net: "tcp"}).Exchange(m, dnsAddr); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the http server", func() bool {
+		r, err := http.Get("http://" + httpAddr + "/healthz")
+		if err == nil {
+			r.Body.Close()
+		}
+		return err == nil
+	})
+	body := scrape(t, httpAddr)
+	for _, want := range []string{
+		`sidedns_queries_total{rcode="NOERROR",source="upstream",type="A"} 1`,
+		`sidedns_queries_total{rcode="NOERROR",source="cache",type="A"} 3`,
+		`sidedns_queries_total{rcode="NOERROR",source="upstream",type="AAAA"} 1`,
+		`sidedns_query_duration_seconds_count 5`,
+		`sidedns_cache_hits_total 3`,
+		`sidedns_cache_misses_total 2`,
+		`sidedns_cache_entries 1`, // the AAAA reply is NODATA without an SOA: not cacheable
+		`sidedns_upstream_queries_total{upstream="` + up.addr + `"} 2`,
+		`sidedns_upstream_up{upstream="` + up.addr + `"} 1`,
+		`sidedns_docker_connected 0`,
+		`sidedns_table_containers 0`,
+		`sidedns_health_failopen_total 0`,
+		`sidedns_queries_refused_total 0`,
+		`go_goroutines `,
+		`process_resident_memory_bytes `,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", body)
+	}
+}
