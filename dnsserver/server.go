@@ -238,7 +238,7 @@ func (s *Server) Start() error {
 		s.udp = append(s.udp, conn)
 		for range udpReaders() {
 			s.udpWG.Add(1)
-			go s.serveUDP(conn)
+			go s.serveUDPBatch(conn)
 		}
 		srv := &dns.Server{Listener: lns[i], Net: "tcp", Handler: s,
 			MsgAcceptFunc: s.accept, MsgInvalidFunc: s.invalid}
@@ -372,9 +372,15 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, rateLimit bool) {
 	if len(req.Question) > 0 {
 		qtype = req.Question[0].Qtype
 	}
+	logIt := false // set once the query is known to be well-formed
 	reply := func(resp *dns.Msg, from source, size int) {
-		s.write(w, resp, tcp, size)
+		// Counted and logged before the write, so a client that has its
+		// answer sees it counted.
 		s.metrics.observe(qtype, resp.Rcode, from, start)
+		if logIt {
+			s.logQuery(src, tcp, req.Question[0], resp.Rcode, sourceNames[from], start)
+		}
+		s.write(w, resp, tcp, size)
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -416,16 +422,12 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, rateLimit bool) {
 		}
 	}
 
-	logIt := s.logRate > 0 && rand.Float64() < s.logRate
-	q := req.Question[0]
+	logIt = s.logRate > 0 && rand.Float64() < s.logRate
 
 	if s.local != nil {
 		if resp, ok := s.local.Resolve(req, src, size); ok {
 			s.Stats.Local.Add(1)
 			reply(resp, srcLocal, size)
-			if logIt {
-				s.logQuery(src, tcp, q, resp.Rcode, "local", start)
-			}
 			return
 		}
 	}
@@ -436,9 +438,6 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, rateLimit bool) {
 		stripOPT(resp) // RFC 6891 7: no OPT in a reply to a query without one
 	}
 	reply(resp, from, size)
-	if logIt {
-		s.logQuery(src, tcp, q, resp.Rcode, sourceNames[from], start)
-	}
 }
 
 // forward asks the upstream and maps its errors to a reply.

@@ -44,31 +44,39 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 			s.log.Debug("read udp", zap.Error(err))
 			continue
 		}
-		pkt := buf[:n]
-		src := from.Addr().Unmap()
-		allowed := s.allowed(src)
-		if allowed && s.limiter != nil && !s.limiter.allow(src) {
-			s.Stats.RateLimited.Add(1)
-			continue // dropped: a reply would feed a reflection attack
-		}
-		if reply, ok := s.fastUDP(out[:0], pkt, src, allowed, &q); ok {
+		if reply, ok := s.handleUDP(conn, buf[:n], from, out[:0], &q); ok {
 			if _, err := conn.WriteToUDPAddrPort(reply, from); err != nil {
 				s.log.Debug("write udp", zap.Error(err))
 			}
-			continue
 		}
-		cp := make([]byte, n)
-		copy(cp, pkt)
-		s.slowWG.Add(1)
-		go s.serveSlowUDP(conn, cp, from)
 	}
+}
+
+// handleUDP deals with one packet. It returns the reply when the fast path
+// made one, to be sent by the caller; otherwise the packet was dropped, or
+// copied and handed to ServeDNS on its own goroutine.
+func (s *Server) handleUDP(conn *net.UDPConn, pkt []byte, from netip.AddrPort, out []byte, q *dnswire.Query) ([]byte, bool) {
+	src := from.Addr().Unmap()
+	allowed := s.allowed(src)
+	if allowed && s.limiter != nil && !s.limiter.allow(src) {
+		s.Stats.RateLimited.Add(1)
+		return nil, false // dropped: a reply would feed a reflection attack
+	}
+	if reply, ok := s.fastUDP(out, pkt, src, allowed, q); ok {
+		return reply, true
+	}
+	cp := make([]byte, len(pkt))
+	copy(cp, pkt)
+	s.slowWG.Add(1)
+	go s.serveSlowUDP(conn, cp, from)
+	return nil, false
 }
 
 // fastUDP answers pkt into dst when it is a plain query from an allowed
 // source for a local name or a cache hit. The rate limit was checked already.
 func (s *Server) fastUDP(dst, pkt []byte, src netip.Addr, allowed bool, q *dnswire.Query) ([]byte, bool) {
-	if !allowed || dnswire.Parse(pkt, q) != nil {
-		return dst, false
+	if !allowed || s.logRate > 0 || dnswire.Parse(pkt, q) != nil {
+		return dst, false // the query log is written by the slow path
 	}
 	start := time.Now()
 	if fl, ok := s.local.(FastLocal); ok {
