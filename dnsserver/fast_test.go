@@ -8,6 +8,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sidedns/sidedns/dnswire"
 	"github.com/sidedns/sidedns/resolver"
 	"github.com/sidedns/sidedns/upstream"
 )
@@ -111,4 +112,51 @@ func TestMetricsDescribeMatchesCollect(t *testing.T) {
 	if got := queryCounts(t, s)["server/REFUSED/A"]; got != 1 {
 		t.Errorf("refused query counted %v times under source=server", got)
 	}
+}
+
+// FuzzFastUDP feeds arbitrary packets to the UDP fast path: it must never
+// panic, and whatever it answers must be a well-formed reply to the query.
+func FuzzFastUDP(f *testing.F) {
+	cache, err := upstream.NewCache(answerA(1), upstream.CacheConfig{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, err := New(Config{Listen: []string{"127.0.0.1:0"}, Local: realResolver(), Upstream: cache})
+	if err != nil {
+		f.Fatal(err)
+	}
+	// Warm one cache entry so the cache hit path is reachable too.
+	warm := new(dns.Msg).SetQuestion("example.test.", dns.TypeA)
+	if _, err := cache.Exchange(f.Context(), warm); err != nil {
+		f.Fatal(err)
+	}
+	for _, m := range []*dns.Msg{
+		new(dns.Msg).SetQuestion("web.", dns.TypeA),
+		new(dns.Msg).SetQuestion("WEB.app.", dns.TypeAAAA),
+		new(dns.Msg).SetQuestion("example.test.", dns.TypeA),
+	} {
+		b, _ := m.Pack()
+		f.Add(b)
+		m.SetEdns0(1232, true)
+		b, _ = m.Pack()
+		f.Add(b)
+	}
+	src := netip.MustParseAddr("127.0.0.1")
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		var q dnswire.Query
+		reply, ok := s.fastUDP(nil, pkt, src, true, &q)
+		if !ok {
+			return
+		}
+		var req, resp dns.Msg
+		if err := req.Unpack(pkt); err != nil {
+			t.Fatalf("answered a packet miekg/dns cannot parse: %v", err)
+		}
+		if err := resp.Unpack(reply); err != nil {
+			t.Fatalf("reply does not parse: %v", err)
+		}
+		if resp.Id != req.Id || !resp.Response || len(resp.Question) != 1 || resp.Question[0] != req.Question[0] {
+			t.Fatalf("reply %v does not answer %v", resp.MsgHdr, req.MsgHdr)
+		}
+	})
 }
