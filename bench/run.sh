@@ -2,6 +2,8 @@
 # bench/run.sh: sidedns against its anchors (dnsmasq, unbound) in one sitting, on loopback.
 #
 # Every server forwards the zone test. to a loopback authoritative server (bench/authserver).
+# For the local scenario, sidedns reads 1,000 containers from a fake Docker daemon (bench/fakedocker)
+# and dnsmasq and unbound get the same names and addresses as local data.
 # Each measurement starts the server fresh, warms its cache when the scenario needs it, runs
 # dnsperf with the same flags for every server, and stops the server. Runs are interleaved
 # (sidedns, dnsmasq, unbound, sidedns, ...) so that machine noise spreads over all of them.
@@ -35,6 +37,8 @@ HTTP_PORT=$((BASE_PORT + 4))
 SERVERS=(sidedns dnsmasq unbound)
 [[ "$SKIP_SIDEDNS" == 1 ]] && SERVERS=(dnsmasq unbound)
 HIT_NAMES=1000
+LOCAL_NAMES=1000
+LOCAL_NETWORKS=4
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
@@ -93,11 +97,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# probe NAME PORT: true when PORT answers h1.test A with NOERROR and something in it. dnsperf shows no
-# records; a reply at least 16 bytes (one compressed A record) longer than the query rules out a bare one.
+# probe PORT [QNAME]: true when PORT answers QNAME (h1.test) A with NOERROR and something in it. dnsperf shows
+# no records; a reply at least 16 bytes (one compressed A record) longer than the query rules out a bare one.
 probe() {
   local out
-  out=$(echo "h1.test A" | timeout 5 dnsperf -s 127.0.0.1 -p "$2" -n 1 -t 1 2>&1) || return 1
+  out=$(echo "${2:-h1.test} A" | timeout 5 dnsperf -s 127.0.0.1 -p "$1" -n 1 -t 1 2>&1) || return 1
   grep -q 'Response codes: *NOERROR 1 ' <<<"$out" &&
     awk '/Average packet size:/ { gsub(/,/, ""); ok = ($7 >= $5 + 16) } END { exit !ok }' <<<"$out"
 }
@@ -106,15 +110,35 @@ wait_ready() {
   local name=$1 port=$2 i
   for i in $(seq 50); do
     kill -0 "${PID[$name]}" 2>/dev/null || { cat "$WORK/$name.log" >&2; die "$name exited during start-up"; }
-    probe "$name" "$port" && return 0
+    probe "$port" && return 0
     sleep 0.2
   done
   cat "$WORK/$name.log" >&2
   die "$name did not answer h1.test on 127.0.0.1:$port within 10 s"
 }
 
+# wait_local NAME PORT: the local data is complete: the last container's name resolves and, for sidedns,
+# /readyz says the first Docker sync is done. Up to 30 s, for sidedns's first sync.
+wait_local() {
+  local name=$1 port=$2 last i
+  last=$(printf 'c%04d' $((LOCAL_NAMES - 1)))
+  for i in $(seq 150); do
+    kill -0 "${PID[$name]}" 2>/dev/null || { cat "$WORK/$name.log" >&2; die "$name exited during start-up"; }
+    if probe "$port" "$last" &&
+      { [[ $name != sidedns ]] || curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$HTTP_PORT/readyz"; }; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  cat "$WORK/$name.log" >&2
+  die "$name did not answer $last on 127.0.0.1:$port (or /readyz) within 30 s"
+}
+
+# write_unbound_conf FILE [LOCAL_DATA_FILE]: the unbound config; local-data lines go into its server clause.
 write_unbound_conf() {
-  cat >"$WORK/unbound.conf" <<EOF
+  local extra=
+  [[ -n "${2:-}" ]] && extra=$(cat "$2")
+  cat >"$1" <<EOF
 server:
   verbosity: 0
   num-threads: 2
@@ -142,6 +166,7 @@ server:
   pidfile: ""
   use-syslog: no
   logfile: ""
+$extra
 remote-control:
   control-enable: no
 forward-zone:
@@ -150,28 +175,38 @@ forward-zone:
 EOF
 }
 
+# start_server NAME [local]: with local, sidedns reads the fake daemon's containers, dnsmasq and unbound
+# get the same names as local data, and the start waits until the last name resolves.
 start_server() {
-  local name=$1 port=${PORT[$1]}
+  local name=$1 port=${PORT[$1]} local=${2:-}
+  local sock=$WORK/no-docker.sock hosts=() ubconf=$WORK/unbound.conf
+  if [[ $local == local ]]; then
+    sock=$WORK/docker.sock
+    hosts=(--addn-hosts="$WORK/local.hosts")
+    ubconf=$WORK/unbound-local.conf
+  fi
   port_busy "$port" && die "port $port for $name is already in use (set BASE_PORT)"
   case $name in
     sidedns)
       # shellcheck disable=SC2086 # SIDEDNS_ARGS is a list of flags.
-      DOCKER_HOST=unix://$WORK/no-docker.sock "$WORK/sidedns" \
+      DOCKER_HOST=unix://$sock "$WORK/sidedns" \
         --listen "127.0.0.1:$port" --upstream "127.0.0.1:$AUTH_PORT" --http "127.0.0.1:$HTTP_PORT" \
         --log-level error --cache-size 100000 --allow 127.0.0.0/8 --rate-limit 0 $SIDEDNS_ARGS \
         >"$WORK/$name.log" 2>&1 &
       ;;
     dnsmasq)
       dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts --server="127.0.0.1#$AUTH_PORT" \
-        --bind-interfaces --listen-address=127.0.0.1 --port="$port" --cache-size=10000 \
+        --bind-interfaces --listen-address=127.0.0.1 --port="$port" --cache-size=10000 "${hosts[@]}" \
         --user=root --pid-file= --log-facility=- >"$WORK/$name.log" 2>&1 &
       ;;
     unbound)
-      unbound -d -p -c "$WORK/unbound.conf" >"$WORK/$name.log" 2>&1 &
+      unbound -d -p -c "$ubconf" >"$WORK/$name.log" 2>&1 &
       ;;
   esac
   PID[$name]=$!
   wait_ready "$name" "$port"
+  [[ $local == local ]] && wait_local "$name" "$port"
+  return 0
 }
 
 stop_server() {
@@ -182,6 +217,35 @@ stop_server() {
 # ---------- query files ----------
 
 gen_hits() { awk -v n="$HIT_NAMES" 'BEGIN { for (i = 1; i <= n; i++) printf "h%d.test A\n", i }' >"$1"; }
+
+# setup_local: start the fake daemon with LOCAL_NAMES containers (it writes them as a hosts file), derive the
+# query file (bare names: queries from 127.0.0.1 get sidedns's admin view) and unbound's local-data from it,
+# then check once that every server answers every name with the right address.
+setup_local() {
+  "$WORK/fakedocker" -socket "$WORK/docker.sock" -containers "$LOCAL_NAMES" -networks "$LOCAL_NETWORKS" \
+    -hosts "$WORK/local.hosts" >"$WORK/fakedocker.out" 2>"$WORK/fakedocker.log" &
+  PID[fakedocker]=$!
+  local i
+  for i in $(seq 100); do
+    grep -qx ready "$WORK/fakedocker.out" 2>/dev/null && break
+    kill -0 "${PID[fakedocker]}" 2>/dev/null || { cat "$WORK/fakedocker.log" >&2; die "fakedocker exited"; }
+    sleep 0.1
+  done
+  grep -qx ready "$WORK/fakedocker.out" || die "fakedocker did not serve within 10 s"
+  (($(wc -l <"$WORK/local.hosts") == LOCAL_NAMES)) || die "fakedocker wrote $(wc -l <"$WORK/local.hosts") hosts lines, want $LOCAL_NAMES"
+  awk '{ printf "%s A\n", $2 }' "$WORK/local.hosts" >"$WORK/local.txt"
+  # No local-zone: unbound makes a transparent zone for each local-data name by itself.
+  awk '{ printf "  local-data: \"%s. A %s\"\n", $2, $1 }' "$WORK/local.hosts" >"$WORK/unbound-local-data.conf"
+  write_unbound_conf "$WORK/unbound-local.conf" "$WORK/unbound-local-data.conf"
+  local srv
+  for srv in "${SERVERS[@]}"; do
+    start_server "$srv" local
+    "$WORK/fakedocker" -containers "$LOCAL_NAMES" -networks "$LOCAL_NETWORKS" -check "127.0.0.1:${PORT[$srv]}" \
+      >"$WORK/check-$srv.out" 2>&1 || { cat "$WORK/check-$srv.out" >&2; die "$srv gives wrong local answers"; }
+    log "local: $srv: $(grep '^check' "$WORK/check-$srv.out")"
+    stop_server "$srv"
+  done
+}
 
 # Enough unique names that dnsperf never loops back to a name it already asked: 200k per second.
 UNIQUE_LINES=$((DURATION * 200000))
@@ -225,17 +289,21 @@ percentiles() {
 declare -A RAW=() # "scenario|server" -> newline-separated parse lines
 
 measure() { # measure SCENARIO SERVER RUN
-  local sc=$1 srv=$2 run=$3 file out port=${PORT[$2]} extra=()
+  local sc=$1 srv=$2 run=$3 file warm=$WORK/hits.txt out port=${PORT[$2]} extra=() mode=
   case $sc in
+    local) file=$WORK/local.txt; warm=$file; mode=local ;;
     hits) file=$WORK/hits.txt ;;
     cold) file=$WORK/q-cold.txt; gen_cold "$file" "c$run$srv$RANDOM" ;;
     mixed) file=$WORK/q-mixed.txt; gen_mixed "$file" "m$run$srv$RANDOM" ;;
     lat50) file=$WORK/hits.txt; extra=(-Q "$LAT_QPS" -v) ;;
   esac
-  start_server "$srv"
+  start_server "$srv" $mode
   if [[ $sc != cold ]]; then
-    timeout 30 dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/hits.txt" -c "$CLIENTS" -n 1 >/dev/null 2>&1 ||
+    timeout 30 dnsperf -s 127.0.0.1 -p "$port" -d "$warm" -c "$CLIENTS" -n 1 >"$WORK/warm.out" 2>&1 ||
       die "warm-up of $srv failed"
+    # The warm-up pass is also a check: every name answered, and NOERROR.
+    [[ $sc != local ]] || grep -q "Response codes: *NOERROR $LOCAL_NAMES " "$WORK/warm.out" ||
+      { cat "$WORK/warm.out" >&2; die "local: $srv did not answer all $LOCAL_NAMES names with NOERROR"; }
   fi
   out=$WORK/out-$sc-$srv-$run.txt
   # In the background so that a signal's trap runs at once, not after the run.
@@ -271,24 +339,23 @@ port_busy "$AUTH_PORT" && die "port $AUTH_PORT for the authserver is already in 
 
 log "building into $WORK"
 (cd "$ROOT" && go build -o "$WORK/authserver" ./bench/authserver) || die "build authserver"
+if [[ " $SCENARIOS " == *" local "* ]]; then
+  command -v curl >/dev/null || die "curl is missing (the local scenario waits for sidedns's /readyz)"
+  (cd "$ROOT" && go build -o "$WORK/fakedocker" ./bench/fakedocker) || die "build fakedocker"
+fi
 if [[ "$SKIP_SIDEDNS" != 1 ]]; then
   (cd "$ROOT" && go build -o "$WORK/sidedns" ./cmd/sidedns) || die "build sidedns (SKIP_SIDEDNS=1 runs only the anchors)"
 fi
-write_unbound_conf
+write_unbound_conf "$WORK/unbound.conf"
 gen_hits "$WORK/hits.txt"
 
 "$WORK/authserver" -listen "127.0.0.1:$AUTH_PORT" >"$WORK/authserver.log" 2>&1 &
 PID[authserver]=$!
 wait_ready authserver "$AUTH_PORT"
+[[ " $SCENARIOS " == *" local "* ]] && setup_local
 
 log "servers: ${SERVERS[*]}; scenarios: $SCENARIOS; runs $RUNS x ${DURATION}s; dnsperf -c $CLIENTS"
 for sc in $SCENARIOS; do
-  if [[ $sc == local ]]; then
-    # To add: 1,000 local names served by sidedns from a fake topology, by unbound as local-data and by
-    # dnsmasq as host-record; then measure like hits (its rows and ratios print like every other scenario).
-    log "local: skipped (needs a fake container topology; not built yet)"
-    continue
-  fi
   for run in $(seq "$RUNS"); do
     for srv in "${SERVERS[@]}"; do measure "$sc" "$srv" "$run"; done
   done
@@ -311,14 +378,13 @@ RESULT=$ROOT/bench/results/$(date +%Y%m%d-%H%M%S).txt
   echo "sidedns bench $(date -Iseconds)  commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo '+dirty')"
   echo "host: $(nproc) cores, $(uname -r); $(dnsperf -h 2>&1 | grep -m1 Version | sed 's/Version/dnsperf/'); $(dnsmasq --version | head -1 | awk '{print "dnsmasq", $3}'); $(unbound -V | head -1 | sed 's/Version/unbound/')"
   echo "dnsperf -s 127.0.0.1 -c $CLIENTS -l $DURATION (no -Q); $RUNS run(s) per server, interleaved, medians; each run on a freshly started server"
+  if [[ " $SCENARIOS " == *" local "* ]]; then
+    echo "local: $LOCAL_NAMES bare container names (sidedns: fake daemon; dnsmasq: addn-hosts; unbound: local-data), answers checked once"
+  fi
   echo "hits: $HIT_NAMES names, warmed by one pass; cold: unique names; mixed: 90% hit names, 10% unique"
   echo
   printf '%-8s %-8s %10s %9s %9s %7s %7s %9s %9s\n' scenario server QPS avg_ms sd_ms lost% notok% vs_unbnd vs_dnsmq
   for sc in $SCENARIOS; do
-    if [[ $sc == local ]]; then
-      printf '%-8s %-8s %10s   (skipped: needs a fake container topology)\n' local - -
-      continue
-    fi
     for srv in "${SERVERS[@]}"; do
       q=$(median_col "$sc" "$srv" 1)
       printf '%-8s %-8s %10s %9s %9s %7s %7s %9s %9s\n' "$sc" "$srv" "$q" \

@@ -9,6 +9,12 @@
 // with -probe it also measures, for each start, the time until the name
 // resolves through the DNS server at -probe, and prints the percentiles after
 // -churn-count starts.
+//
+// For benchmarks that give other servers the same names as local data,
+// -hosts FILE writes the populated containers as a hosts file ("IP name", one
+// a line), and -check ip:port asks that DNS server for every populated name
+// (bare, A) and compares the answer with the container's address, then exits
+// without serving: 0 when every name matched, 1 otherwise.
 package main
 
 import (
@@ -22,6 +28,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -51,6 +58,8 @@ type config struct {
 	syncWait    time.Duration
 	exitOnChurn bool
 	churnSignal bool
+	hosts       string
+	check       string
 }
 
 func run(logger *log.Logger, args []string) error {
@@ -68,17 +77,24 @@ func run(logger *log.Logger, args []string) error {
 	fs.DurationVar(&c.syncWait, "sync-timeout", 2*time.Minute, "with -probe, how long to wait for c0000 to resolve before churning")
 	fs.BoolVar(&c.churnSignal, "churn-on-signal", false, "wait for SIGUSR1 before churning (lets a script measure other things first)")
 	fs.BoolVar(&c.exitOnChurn, "exit-after-churn", false, "exit after -churn-count starts and their probes")
+	fs.StringVar(&c.hosts, "hosts", "", "write the populated containers to this file as a hosts file (\"IP name\" lines) before serving")
+	fs.StringVar(&c.check, "check", "", "do not serve: ask this loopback DNS server (ip:port) for every populated name (bare, A), compare with the containers' addresses and exit 1 on any mismatch")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("parse flags: %w", err)
 	}
 	if c.networks < 1 || c.networks > 150 || c.containers < 0 {
 		return errors.New("need 1 to 150 networks and a non-negative container count")
 	}
-	if c.probe != "" {
-		ap, err := netip.ParseAddrPort(c.probe)
-		if err != nil || !ap.Addr().IsLoopback() {
-			return fmt.Errorf("probe address %q is not a loopback ip:port", c.probe)
+	for _, a := range []string{c.probe, c.check} {
+		if a == "" {
+			continue
 		}
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil || !ap.Addr().IsLoopback() {
+			return fmt.Errorf("DNS server address %q is not a loopback ip:port", a)
+		}
+	}
+	if c.probe != "" {
 		if c.churn <= 0 {
 			return errors.New("-probe needs -churn")
 		}
@@ -86,8 +102,20 @@ func run(logger *log.Logger, args []string) error {
 
 	e := dockerfake.New(dockerfake.Options{Networks: c.networks, Now: time.Now})
 	t0 := time.Now()
-	e.Populate(c.containers)
+	ids := e.Populate(c.containers)
 	logger.Printf("populated %d containers over %d networks in %v", c.containers, c.networks, time.Since(t0).Round(time.Millisecond))
+	recs, err := hostRecords(e, ids)
+	if err != nil {
+		return err
+	}
+	if c.check != "" {
+		return check(logger, c.check, recs)
+	}
+	if c.hosts != "" {
+		if err := writeHosts(c.hosts, recs); err != nil {
+			return err
+		}
+	}
 
 	if err := os.Remove(c.socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove stale socket: %w", err)
@@ -136,6 +164,100 @@ func run(logger *log.Logger, args []string) error {
 		return fmt.Errorf("close: %w", err)
 	}
 	logger.Printf("served %d requests", e.Requests())
+	return nil
+}
+
+// hostRecord is one container's name and its IPv4 address.
+type hostRecord struct {
+	name string
+	ip   netip.Addr
+}
+
+// hostRecords lists the name and the (only) IPv4 address of each container.
+func hostRecords(e *dockerfake.Engine, ids []string) ([]hostRecord, error) {
+	recs := make([]hostRecord, 0, len(ids))
+	for _, id := range ids {
+		resp, ok := e.Inspect(id)
+		if !ok {
+			return nil, fmt.Errorf("inspect container %s: not found", id)
+		}
+		var ips []netip.Addr
+		for _, es := range resp.NetworkSettings.Networks {
+			if a, err := netip.ParseAddr(es.IPAddress); err == nil {
+				ips = append(ips, a)
+			}
+		}
+		// One network per container keeps one answer per name, the same for every server.
+		if len(ips) != 1 {
+			return nil, fmt.Errorf("container %s has %d IPv4 addresses, want 1", resp.Name, len(ips))
+		}
+		recs = append(recs, hostRecord{name: strings.TrimPrefix(resp.Name, "/"), ip: ips[0]})
+	}
+	return recs, nil
+}
+
+// writeHosts writes recs in hosts-file format, atomically so a reader never sees half of it.
+func writeHosts(path string, recs []hostRecord) error {
+	var b strings.Builder
+	for _, r := range recs {
+		fmt.Fprintf(&b, "%s %s\n", r.ip, r.name)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("write hosts file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename hosts file: %w", err)
+	}
+	return nil
+}
+
+// check asks server for every name in recs, bare, type A, and wants NOERROR
+// with exactly the container's address. It reports the first few mismatches.
+func check(logger *log.Logger, server string, recs []hostRecord) error {
+	cl := &dns.Client{Net: "udp", Timeout: time.Second}
+	bad := 0
+	for _, r := range recs {
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(r.name), dns.TypeA)
+		var (
+			resp *dns.Msg
+			err  error
+		)
+		for try := 0; try < 3; try++ { // loopback UDP under load may drop one
+			if resp, _, err = cl.Exchange(m, server); err == nil {
+				break
+			}
+		}
+		got := "no answer"
+		switch {
+		case err != nil:
+			got = err.Error()
+		case resp.Rcode != dns.RcodeSuccess:
+			got = dns.RcodeToString[resp.Rcode]
+		default:
+			var as []string
+			for _, rr := range resp.Answer {
+				if a, ok := rr.(*dns.A); ok {
+					as = append(as, a.A.String())
+				}
+			}
+			if len(as) == 1 && as[0] == r.ip.String() {
+				continue
+			}
+			if len(as) > 0 {
+				got = strings.Join(as, ",")
+			}
+		}
+		bad++
+		if bad <= 5 {
+			logger.Printf("check %s: %s A: got %s, want %s", server, r.name, got, r.ip)
+		}
+	}
+	fmt.Printf("check %s: %d/%d names answered with the right address\n", server, len(recs)-bad, len(recs))
+	if bad > 0 {
+		return fmt.Errorf("check %s: %d of %d names wrong", server, bad, len(recs))
+	}
 	return nil
 }
 
