@@ -24,7 +24,7 @@ func (r *Resolver) AppendAnswer(dst []byte, q *dnswire.Query, src netip.Addr) ([
 	var rs *rrset
 	if rest, ok := strings.CutSuffix(name, "."+s.domain); ok {
 		if rs = s.lookup(nets, rest); rs == nil {
-			rs = lookupService(nets, rest)
+			rs = s.lookupService(nets, rest)
 		}
 	} else if name != s.domain {
 		rs = s.lookup(nets, name)

@@ -56,14 +56,21 @@ func New(opts Options) *Resolver {
 
 // Publish builds a snapshot from t and makes it the one queries read. It
 // keeps the current snapshot, and its round-robin cursors, when nothing changed.
+// A small change (a container event) redoes only the containers it touches,
+// matched by ID against the current topology, and shares the rest of the
+// table with the current snapshot.
 func (r *Resolver) Publish(t Topology) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cur := r.snap.Load()
-	if EqualTopology(cur.topo, t) {
+	s, same := cur.update(t)
+	if same {
 		return
 	}
-	r.snap.Store(buildSnapshot(t, cur.opts))
+	if s == nil {
+		s = buildSnapshot(t, cur.opts)
+	}
+	r.snap.Store(s)
 	r.Stats.Publishes.Add(1)
 }
 
@@ -90,7 +97,7 @@ func (r *Resolver) Size() (names, containers int) {
 func (r *Resolver) IsLocalSource(src netip.Addr) bool {
 	s := r.snap.Load()
 	src = src.Unmap()
-	if s.clients[src] != nil {
+	if s.querier(src) != nil {
 		return true
 	}
 	for _, p := range s.subnets {
@@ -139,14 +146,14 @@ func (r *Resolver) Resolve(req *dns.Msg, src netip.Addr, maxSize int) (resp *dns
 	return resp, true
 }
 
-func (s *snapshot) answerPTR(req *dns.Msg, nets []*netTable, name string) *dns.Msg {
+func (s *snapshot) answerPTR(req *dns.Msg, nets []int32, name string) *dns.Msg {
 	addr, ok := ptrName(name)
 	if !ok {
 		return nil
 	}
-	for _, pt := range s.ptrs[addr] {
-		for _, nt := range nets {
-			if nt == pt.network {
+	for _, pt := range s.addrs.get(addr) {
+		for _, slot := range nets {
+			if slot == pt.slot {
 				resp := reply(req)
 				resp.Answer = append(resp.Answer, &dns.PTR{
 					Hdr: header(req.Question[0].Name, dns.TypePTR, s.opts.TTL),
@@ -161,7 +168,7 @@ func (s *snapshot) answerPTR(req *dns.Msg, nets []*netTable, name string) *dns.M
 
 // answerZone answers a name inside --domain: the apex, then <name>, then
 // <service>.<project>, then <name>.<network> (through lookup's splitting).
-func (r *Resolver) answerZone(s *snapshot, req *dns.Msg, nets []*netTable, project, name string) *dns.Msg {
+func (r *Resolver) answerZone(s *snapshot, req *dns.Msg, nets []int32, project, name string) *dns.Msg {
 	q := req.Question[0]
 	if name == s.domain {
 		resp := reply(req)
@@ -187,19 +194,19 @@ func (r *Resolver) answerZone(s *snapshot, req *dns.Msg, nets []*netTable, proje
 
 // answerName answers a Docker-compatible name (inZone: the part before the
 // zone). It returns nil when the name is not ours.
-func (r *Resolver) answerName(s *snapshot, req *dns.Msg, nets []*netTable, project, name string, inZone bool) *dns.Msg {
+func (r *Resolver) answerName(s *snapshot, req *dns.Msg, nets []int32, project, name string, inZone bool) *dns.Msg {
 	q := req.Question[0]
 	var srvService, srvProto string
 	rs := s.lookup(nets, name)
 	if rs == nil && inZone {
-		rs = lookupService(nets, name)
+		rs = s.lookupService(nets, name)
 	}
 	if rs == nil && q.Qtype == dns.TypeSRV {
 		if svc, proto, base, ok := splitSRV(name); ok {
 			srvService, srvProto = svc, proto
 			rs = s.lookup(nets, base)
 			if rs == nil && inZone {
-				rs = lookupService(nets, base)
+				rs = s.lookupService(nets, base)
 			}
 		}
 	}

@@ -12,15 +12,23 @@ import (
 // snapshot is the immutable, query-ready table. Everything a query needs is
 // computed here, at publish time: lower-cased keys, parsed addresses, health
 // eligibility and per-project subsets.
+//
+// A snapshot is either built from scratch (buildSnapshot) or derived from the
+// previous one with only the changed containers redone (update), sharing
+// everything else. Both give the same answers; the equivalence test holds
+// them to it.
 type snapshot struct {
 	topo   Topology
+	ords   []uint64 // per topo.Containers: keys that sort in container order (see update)
 	opts   Options
 	domain string // lower-cased zone without the trailing dot, e.g. "docker"
 
-	byName  map[string]*netTable // lower-cased network name -> table
-	all     []*netTable          // every network in Docker's order: the admin view
-	clients map[netip.Addr]*querier
-	ptrs    map[netip.Addr][]ptrTarget
+	// tables are the networks by slot. Queriers and addresses refer to a
+	// network by slot, so a changed table is replaced in this slice alone.
+	tables  []*netTable
+	slots   map[string]int32 // lower-cased network name -> slot
+	all     []int32          // every slot in name order: the admin view
+	addrs   layered[netip.Addr, []addrUse]
 	subnets []netip.Prefix
 
 	names, containers int // table size, for metrics
@@ -28,21 +36,27 @@ type snapshot struct {
 
 // netTable is one network's names.
 type netTable struct {
-	name     string            // as Docker spells it
-	names    map[string]*rrset // nil when the network has no container
-	services map[string]*rrset // "<service>.<project>" -> compose service members; nil when none
-	size     int               // endpoints, for sizing names while building
+	name     string                  // as Docker spells it
+	names    layered[string, *rrset] // lower-cased name -> everything it means here
+	services layered[string, *rrset] // "<service>.<project>" -> compose service members
+	size     int                     // endpoints, for sizing names while building
 }
 
-// querier is a container address and what it may see.
+// querier is a container and what it may see.
 type querier struct {
-	networks []*netTable // the container's networks, in Docker's order
+	networks []int32 // slots of the container's networks, in Docker's order
 	project  string
 }
 
-type ptrTarget struct {
-	network *netTable
-	target  string // "<container-name>.<network>."
+// addrUse is one endpoint that holds an address. The endpoints of an address
+// are kept in container order: PTR answers from the first one the querier may
+// see, and the last one decides who a query from the address comes from.
+type addrUse struct {
+	ord    uint64 // the container's order key
+	sub    uint32 // endpoint index * 2 + family, for the order within a container
+	slot   int32
+	target string // "<container-name>.<network>."
+	cl     *querier
 }
 
 // member is one container's endpoint on one network.
@@ -53,9 +67,10 @@ type member struct {
 	ip6      netip.Addr
 	ttl      uint32
 	ports    []Port
-	network  string
-	running  bool // StateRunning
-	eligible bool // running and healthy or without a healthcheck
+	ord      uint64 // the container's order key
+	ep       uint32 // endpoint index: one container can sit on a network twice
+	running  bool   // StateRunning
+	eligible bool   // running and healthy or without a healthcheck
 }
 
 // rrset is everything one name means on one network.
@@ -66,30 +81,27 @@ type rrset struct {
 	failOpen  bool
 	byProject map[string]*rrset // compose project -> that project's subset
 	next      atomic.Uint32     // round-robin cursor
-	all       []*member         // every container, whatever its state; for building
+	all       []*member         // every container, whatever its state, in container order
 }
 
-// buildSnapshot builds the table from t. It runs on every publish, so it
-// sizes its maps from a first pass and carves members, rrsets and small
-// slices out of a few large arrays instead of allocating each one.
+// ordStep spaces the order keys of a fresh build, leaving room for about 32
+// insertions at one place before update gives up and a build renumbers.
+const ordStep = 1 << 32
+
+// buildSnapshot builds the table from t. It sizes its maps from a first pass
+// and carves members, rrsets and small slices out of a few large arrays
+// instead of allocating each one.
 func buildSnapshot(t Topology, o Options) *snapshot {
 	s := &snapshot{
 		topo:   t,
 		opts:   o,
 		domain: strings.TrimSuffix(strings.ToLower(o.Domain), "."),
-		byName: make(map[string]*netTable, len(t.Networks)),
+		slots:  make(map[string]int32, len(t.Networks)),
 	}
-	var nsub int
 	for _, n := range t.Networks {
 		s.table(n.Name)
-		nsub += len(n.Subnets)
 	}
-	if nsub > 0 {
-		s.subnets = make([]netip.Prefix, 0, nsub)
-		for _, n := range t.Networks {
-			s.subnets = append(s.subnets, n.Subnets...)
-		}
-	}
+	s.subnets = subnetsOf(t.Networks)
 
 	// First pass: counts, so every map and array below is allocated once.
 	var neps, naddrs, maxNames int
@@ -97,7 +109,7 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 		c := &t.Containers[i]
 		for j := range c.Endpoints {
 			ep := &c.Endpoints[j]
-			s.table(ep.NetworkName).size++
+			s.tables[s.table(ep.NetworkName)].size++
 			neps++
 			if ep.IPv4.IsValid() {
 				naddrs++
@@ -108,14 +120,14 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 			maxNames += 3 + len(ep.Aliases) + len(c.Names)
 		}
 	}
-	s.clients = make(map[netip.Addr]*querier, naddrs)
-	s.ptrs = make(map[netip.Addr][]ptrTarget, naddrs)
+	s.ords = make([]uint64, len(t.Containers))
+	s.addrs.base = make(map[netip.Addr][]addrUse, naddrs)
 	members := make([]member, neps)
 	sets := make([]rrset, 0, maxNames)
 	setMembers := make([]*member, maxNames)
 	queriers := make([]querier, len(t.Containers))
-	querierNets := make([]*netTable, neps)
-	targets := make([]ptrTarget, naddrs)
+	querierNets := make([]int32, neps)
+	uses := make([]addrUse, naddrs)
 	newSet := func(m *member) *rrset {
 		// The first member goes in a one-slot window of setMembers; a
 		// second append copies out, leaving the neighbours untouched.
@@ -129,93 +141,122 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 	var names []string // reused for each endpoint
 	for i := range t.Containers {
 		c := &t.Containers[i]
+		ord := uint64(i+1) * ordStep
+		s.ords[i] = ord
 		cl := &queriers[i]
 		cl.project = c.Project
 		cl.networks = querierNets[:0:len(c.Endpoints)]
 		querierNets = querierNets[len(c.Endpoints):]
-		var serviceKey string
-		if c.Service != "" && c.Project != "" {
-			serviceKey = strings.ToLower(c.Service + "." + c.Project)
-		}
-		for _, ep := range c.Endpoints {
-			nt := s.table(ep.NetworkName)
-			if nt.names == nil {
-				nt.names = make(map[string]*rrset, 3*nt.size)
+		serviceKey := serviceKey(c)
+		for j, ep := range c.Endpoints {
+			slot := s.slots[strings.ToLower(ep.NetworkName)]
+			nt := s.tables[slot]
+			if nt.names.base == nil {
+				nt.names.base = make(map[string]*rrset, 3*nt.size)
 			}
 			m := &members[0]
 			members = members[1:]
-			*m = member{
-				name: c.Name, project: c.Project, ip4: ep.IPv4, ip6: ep.IPv6,
-				ttl: o.TTL, ports: c.Ports, network: ep.NetworkName,
-				running:  c.State == StateRunning,
-				eligible: c.State == StateRunning && (c.Health == HealthNone || c.Health == HealthHealthy),
-			}
-			if c.TTL > 0 {
-				m.ttl = c.TTL
-			}
+			newMember(m, c, j, ord, o)
 			names = containerNames(names[:0], c, ep)
 			for _, name := range names {
-				if rs := nt.names[name]; rs != nil {
+				if rs := nt.names.base[name]; rs != nil {
 					rs.all = append(rs.all, m)
 					continue
 				}
-				nt.names[name] = newSet(m)
+				nt.names.base[name] = newSet(m)
 				s.names++
 			}
 			if serviceKey != "" {
-				if rs := nt.services[serviceKey]; rs != nil {
+				if rs := nt.services.base[serviceKey]; rs != nil {
 					rs.all = append(rs.all, m)
 				} else {
-					if nt.services == nil {
-						nt.services = make(map[string]*rrset)
+					if nt.services.base == nil {
+						nt.services.base = make(map[string]*rrset)
 					}
-					nt.services[serviceKey] = &rrset{all: []*member{m}}
+					nt.services.base[serviceKey] = &rrset{all: []*member{m}}
 				}
 			}
-			cl.networks = append(cl.networks, nt)
+			cl.networks = append(cl.networks, slot)
 			target := c.Name + "." + ep.NetworkName + "."
-			for _, a := range [2]netip.Addr{ep.IPv4, ep.IPv6} {
+			for f, a := range [2]netip.Addr{ep.IPv4, ep.IPv6} {
 				if !a.IsValid() {
 					continue
 				}
-				s.clients[a] = cl
-				pt := ptrTarget{network: nt, target: target}
-				if prev, ok := s.ptrs[a]; ok {
-					s.ptrs[a] = append(prev, pt)
+				u := addrUse{ord: ord, sub: uint32(2*j + f), slot: slot, target: target, cl: cl}
+				if prev, ok := s.addrs.base[a]; ok {
+					s.addrs.base[a] = append(prev, u)
 					continue
 				}
-				targets[0] = pt
-				s.ptrs[a] = targets[:1:1]
-				targets = targets[1:]
+				uses[0] = u
+				s.addrs.base[a] = uses[:1:1]
+				uses = uses[1:]
 			}
 		}
 		s.containers++
 	}
-	for _, nt := range s.byName {
+	for _, nt := range s.tables {
 		// Queries read these maps without nil checks on the table itself;
 		// a nil map reads as empty, so only writers above need them made.
-		for _, rs := range nt.names {
+		for _, rs := range nt.names.base {
 			rs.finish(o.StrictHealth)
 		}
-		for _, rs := range nt.services {
+		for _, rs := range nt.services.base {
 			rs.finish(o.StrictHealth)
 		}
 	}
-	s.all = make([]*netTable, 0, len(s.byName))
-	for _, name := range slices.Sorted(maps.Keys(s.byName)) {
-		s.all = append(s.all, s.byName[name])
-	}
+	s.sortSlots()
 	return s
 }
 
-func (s *snapshot) table(name string) *netTable {
-	key := strings.ToLower(name)
-	nt := s.byName[key]
-	if nt == nil {
-		nt = &netTable{name: name}
-		s.byName[key] = nt
+// newMember fills m for endpoint j of c.
+func newMember(m *member, c *Container, j int, ord uint64, o Options) {
+	ep := &c.Endpoints[j]
+	*m = member{
+		name: c.Name, project: c.Project, ip4: ep.IPv4, ip6: ep.IPv6,
+		ttl: o.TTL, ports: c.Ports, ord: ord, ep: uint32(j),
+		running:  c.State == StateRunning,
+		eligible: c.State == StateRunning && (c.Health == HealthNone || c.Health == HealthHealthy),
 	}
-	return nt
+	if c.TTL > 0 {
+		m.ttl = c.TTL
+	}
+}
+
+// serviceKey is c's "<service>.<project>" zone name, or "" outside compose.
+func serviceKey(c *Container) string {
+	if c.Service == "" || c.Project == "" {
+		return ""
+	}
+	return strings.ToLower(c.Service + "." + c.Project)
+}
+
+func subnetsOf(networks []Network) []netip.Prefix {
+	var out []netip.Prefix
+	for _, n := range networks {
+		out = append(out, n.Subnets...)
+	}
+	return out
+}
+
+// sortSlots sets the admin view: every network, in name order.
+func (s *snapshot) sortSlots() {
+	s.all = make([]int32, 0, len(s.slots))
+	for _, name := range slices.Sorted(maps.Keys(s.slots)) {
+		s.all = append(s.all, s.slots[name])
+	}
+}
+
+// table returns the slot of the network called name, adding a table for it
+// when there is none. Only builders call it, on a snapshot not yet published.
+func (s *snapshot) table(name string) int32 {
+	key := strings.ToLower(name)
+	slot, ok := s.slots[key]
+	if !ok {
+		slot = int32(len(s.tables))
+		s.tables = append(s.tables, &netTable{name: name})
+		s.slots[key] = slot
+	}
+	return slot
 }
 
 // finish applies the health policy and splits the set by compose project.
@@ -321,8 +362,7 @@ func addName(names []string, n string) []string {
 // would say (a nil slice differs from an empty one), without reflection:
 // publishers call it on every change to skip unchanged tables.
 func EqualTopology(a, b Topology) bool {
-	return slices.EqualFunc(a.Networks, b.Networks, equalNetwork) && nilness(a.Networks, b.Networks) &&
-		nilness(a.Containers, b.Containers) && slices.EqualFunc(a.Containers, b.Containers, func(x, y Container) bool {
+	return equalNetworks(a.Networks, b.Networks) && nilness(a.Containers, b.Containers) && slices.EqualFunc(a.Containers, b.Containers, func(x, y Container) bool {
 		return EqualContainer(&x, &y)
 	})
 }
@@ -332,7 +372,11 @@ func EqualContainer(a, b *Container) bool {
 	return a.ID == b.ID && a.Name == b.Name && a.Hostname == b.Hostname && a.Project == b.Project &&
 		a.Service == b.Service && a.Health == b.Health && a.State == b.State && a.TTL == b.TTL &&
 		equalSlice(a.Names, b.Names) && equalSlice(a.Ports, b.Ports) &&
-		nilness(a.Endpoints, b.Endpoints) && slices.EqualFunc(a.Endpoints, b.Endpoints, equalEndpoint)
+		nilness(a.Endpoints, b.Endpoints) && (sameArray(a.Endpoints, b.Endpoints) || slices.EqualFunc(a.Endpoints, b.Endpoints, equalEndpoint))
+}
+
+func equalNetworks(a, b []Network) bool {
+	return nilness(a, b) && (sameArray(a, b) || slices.EqualFunc(a, b, equalNetwork))
 }
 
 func equalEndpoint(a, b Endpoint) bool {
@@ -344,31 +388,47 @@ func equalNetwork(a, b Network) bool {
 	return a.ID == b.ID && a.Name == b.Name && a.Internal == b.Internal && equalSlice(a.Subnets, b.Subnets)
 }
 
-func equalSlice[T comparable](a, b []T) bool { return nilness(a, b) && slices.Equal(a, b) }
+func equalSlice[T comparable](a, b []T) bool {
+	return nilness(a, b) && (sameArray(a, b) || slices.Equal(a, b))
+}
+
+// sameArray reports whether a and b are the same elements of one array: a
+// copied container shares its slices with the original, and comparing them
+// element by element is most of the cost of a publish.
+func sameArray[T any](a, b []T) bool { return len(a) == len(b) && len(a) > 0 && &a[0] == &b[0] }
 
 // nilness reports whether a and b are both nil or both non-nil.
 func nilness[T any](a, b []T) bool { return (a == nil) == (b == nil) }
 
-// view is the list of networks a source may see.
-func (s *snapshot) view(src netip.Addr) (nets []*netTable, project string) {
-	if cl := s.clients[src.Unmap()]; cl != nil {
+// view is the list of networks a source may see, by slot.
+func (s *snapshot) view(src netip.Addr) (nets []int32, project string) {
+	if cl := s.querier(src.Unmap()); cl != nil {
 		return cl.networks, cl.project
 	}
 	return s.all, ""
 }
 
+// querier is the container that holds address a; when several do, the last
+// one in container order.
+func (s *snapshot) querier(a netip.Addr) *querier {
+	if us := s.addrs.get(a); len(us) > 0 {
+		return us[len(us)-1].cl
+	}
+	return nil
+}
+
 // lookup finds name (lower-cased, no trailing dot) in the view: whole on each
 // network in order, then "a.b" on network "c", then "a" on network "b.c".
 // The first network that knows the name supplies all the addresses.
-func (s *snapshot) lookup(nets []*netTable, name string) *rrset {
-	for _, nt := range nets {
-		if rs := nt.names[name]; rs != nil {
+func (s *snapshot) lookup(nets []int32, name string) *rrset {
+	for _, slot := range nets {
+		if rs := s.tables[slot].names.get(name); rs != nil {
 			return rs
 		}
 	}
 	for i := strings.LastIndexByte(name, '.'); i > 0; i = strings.LastIndexByte(name[:i], '.') {
-		if nt := findNet(nets, name[i+1:]); nt != nil {
-			if rs := nt.names[name[:i]]; rs != nil {
+		if nt := s.findNet(nets, name[i+1:]); nt != nil {
+			if rs := nt.names.get(name[:i]); rs != nil {
 				return rs
 			}
 		}
@@ -377,18 +437,18 @@ func (s *snapshot) lookup(nets []*netTable, name string) *rrset {
 }
 
 // lookupService finds "<service>.<project>" in the view.
-func lookupService(nets []*netTable, name string) *rrset {
-	for _, nt := range nets {
-		if rs := nt.services[name]; rs != nil {
+func (s *snapshot) lookupService(nets []int32, name string) *rrset {
+	for _, slot := range nets {
+		if rs := s.tables[slot].services.get(name); rs != nil {
 			return rs
 		}
 	}
 	return nil
 }
 
-func findNet(nets []*netTable, lname string) *netTable {
-	for _, nt := range nets {
-		if strings.EqualFold(nt.name, lname) {
+func (s *snapshot) findNet(nets []int32, lname string) *netTable {
+	for _, slot := range nets {
+		if nt := s.tables[slot]; strings.EqualFold(nt.name, lname) {
 			return nt
 		}
 	}

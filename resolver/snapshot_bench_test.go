@@ -3,6 +3,7 @@ package resolver
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -54,13 +55,36 @@ func BenchmarkPublish10kOneChanged(b *testing.B) {
 	t2.Containers = append([]Container(nil), t1.Containers...)
 	t2.Containers[5000].Health = HealthUnhealthy
 	r := New(Options{})
+	r.Publish(t1) // the first, full build is not the event measured
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		if i%2 == 0 {
-			r.Publish(t1)
-		} else {
 			r.Publish(t2)
+		} else {
+			r.Publish(t1)
+		}
+		i++
+	}
+}
+
+// BenchmarkPublish10kStartStop is a container starting in the middle of the
+// sorted topology (every later container shifts by one) and stopping again.
+func BenchmarkPublish10kStartStop(b *testing.B) {
+	t1 := bigTopology(10000)
+	t2 := t1
+	extra := bigTopology(10001).Containers[10000]
+	extra.Name = "c5000a"
+	t2.Containers = slices.Insert(slices.Clone(t1.Containers), 5001, extra)
+	r := New(Options{})
+	r.Publish(t1)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i%2 == 0 {
+			r.Publish(t2)
+		} else {
+			r.Publish(t1)
 		}
 		i++
 	}
