@@ -22,7 +22,7 @@ type FastLocal interface {
 // FastCache is implemented by an upstream Exchanger that can answer cache
 // hits straight into wire bytes (upstream.Cache does).
 type FastCache interface {
-	AppendHit(dst, req []byte, tcp bool) ([]byte, bool)
+	AppendHitQuery(dst []byte, q *dnswire.Query, tcp bool) ([]byte, bool)
 }
 
 // serveUDP reads queries from one socket. Plain queries for local names and
@@ -88,7 +88,7 @@ func (s *Server) fastUDP(dst, pkt []byte, src netip.Addr, allowed bool, q *dnswi
 		}
 	}
 	if fc, ok := s.upstream.Load().ex.(FastCache); ok {
-		if reply, ok := fc.AppendHit(dst, pkt, false); ok {
+		if reply, ok := fc.AppendHitQuery(dst, q, false); ok {
 			s.Stats.Queries.Add(1)
 			s.Stats.Forwarded.Add(1)
 			s.metrics.observe(q.Type, int(reply[3]&0xf), srcCache, start)

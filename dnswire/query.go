@@ -19,13 +19,11 @@ const headerLen = 12
 type Query struct {
 	ID    uint16
 	RD    bool
+	CD    bool // checking disabled (RFC 4035)
 	Type  uint16
 	Class uint16
 	// Raw is the question name in wire form, as received (0x20 case intact).
 	Raw []byte
-	// Name is the lower-cased presentation form without the trailing dot
-	// ("web.appnet"); empty for the root. It aliases nameBuf.
-	Name []byte
 	// QuestionEnd is the offset just past the question.
 	QuestionEnd int
 
@@ -34,7 +32,14 @@ type Query struct {
 	DO      bool
 
 	nameBuf [255]byte
+	nameLen int
 }
+
+// Name is the lower-cased presentation form of the question name without the
+// trailing dot ("web.appnet"); empty for the root. It is valid until the next
+// Parse into q. (A method, not a field: a field pointing into q itself would
+// make every Query escape to the heap.)
+func (q *Query) Name() []byte { return q.nameBuf[:q.nameLen] }
 
 // Parse reads pkt into q. It accepts one question and at most one additional
 // record, which must be an OPT for the root.
@@ -51,6 +56,7 @@ func Parse(pkt []byte, q *Query) error {
 		return ErrUnsupported
 	}
 	q.RD = flags&0x0100 != 0
+	q.CD = flags&0x0010 != 0
 	qd, an, ns, ar := be16(pkt[4:]), be16(pkt[6:]), be16(pkt[8:]), be16(pkt[10:])
 	if qd != 1 || an != 0 || ns != 0 || ar > 1 {
 		return ErrUnsupported
@@ -133,7 +139,7 @@ func (q *Query) readName(pkt []byte, off int) (int, error) {
 		off += l
 	}
 	q.Raw = pkt[start:off]
-	q.Name = q.nameBuf[:n]
+	q.nameLen = n
 	return off, nil
 }
 

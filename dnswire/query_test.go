@@ -62,8 +62,8 @@ func TestParse(t *testing.T) {
 			if err != nil {
 				return
 			}
-			if string(q.Name) != tt.qname || q.Type != tt.qtype || q.UDPSize != tt.udpSize || q.DO != tt.do {
-				t.Fatalf("got name %q type %d size %d do %v", q.Name, q.Type, q.UDPSize, q.DO)
+			if string(q.Name()) != tt.qname || q.Type != tt.qtype || q.UDPSize != tt.udpSize || q.DO != tt.do {
+				t.Fatalf("got name %q type %d size %d do %v", q.Name(), q.Type, q.UDPSize, q.DO)
 			}
 		})
 	}
@@ -118,8 +118,8 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse accepted what miekg/dns rejects: %v", err)
 		}
 		want := strings.ToLower(strings.TrimSuffix(m.Question[0].Name, "."))
-		if string(q.Name) != want || q.Type != m.Question[0].Qtype || q.ID != m.Id {
-			t.Fatalf("Parse: %q %d %d, miekg: %q %d %d", q.Name, q.Type, q.ID, want, m.Question[0].Qtype, m.Id)
+		if string(q.Name()) != want || q.Type != m.Question[0].Qtype || q.ID != m.Id {
+			t.Fatalf("Parse: %q %d %d, miekg: %q %d %d", q.Name(), q.Type, q.ID, want, m.Question[0].Qtype, m.Id)
 		}
 	})
 }

@@ -14,12 +14,13 @@ import (
 // reply too large for the client), and the caller uses Resolve instead; the
 // two paths give the same answers.
 func (r *Resolver) AppendAnswer(dst []byte, q *dnswire.Query, src netip.Addr) ([]byte, bool) {
-	if q.Class != 1 || (q.Type != 1 && q.Type != 28) || len(q.Name) == 0 {
+	qname := q.Name()
+	if q.Class != 1 || (q.Type != 1 && q.Type != 28) || len(qname) == 0 {
 		return dst, false
 	}
 	s := r.snap.Load()
 	// A string view of the name for map look-ups; it is never retained.
-	name := unsafe.String(&q.Name[0], len(q.Name))
+	name := unsafe.String(&qname[0], len(qname))
 	nets, project := s.view(src)
 	var rs *rrset
 	if rest, ok := strings.CutSuffix(name, "."+s.domain); ok {

@@ -14,6 +14,8 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/miekg/dns"
+
+	"github.com/sidedns/sidedns/dnswire"
 	"go.uber.org/zap"
 )
 
@@ -754,12 +756,28 @@ func (c *Cache) prefetch(e *cacheEntry) {
 // without EDNS); one that does not is left to the Exchange path, where the
 // server truncates it.
 func (c *Cache) AppendHit(dst, req []byte, tcp bool) ([]byte, bool) {
-	var buf [cacheMaxKey]byte
-	q, ok := cacheParseQuery(req, &buf)
-	if !ok {
+	var q dnswire.Query
+	if dnswire.Parse(req, &q) != nil {
 		return dst, false
 	}
-	_, e := c.lookup(q.key)
+	return c.AppendHitQuery(dst, &q, tcp)
+}
+
+// AppendHitQuery is AppendHit for a query the caller has parsed already.
+func (c *Cache) AppendHitQuery(dst []byte, q *dnswire.Query, tcp bool) ([]byte, bool) {
+	if !cacheableType(q.Type) {
+		return dst, false
+	}
+	var buf [cacheMaxKey]byte
+	n := copy(buf[:], q.Raw)
+	var flags byte
+	if q.CD {
+		flags |= cacheFlagCD
+	}
+	if q.DO {
+		flags |= cacheFlagDO
+	}
+	_, e := c.lookup(cacheFinishKey(&buf, n, q.Type, q.Class, flags))
 	if e == nil {
 		return dst, false
 	}
@@ -768,9 +786,9 @@ func (c *Cache) AppendHit(dst, req []byte, tcp bool) ([]byte, bool) {
 		return dst, false
 	}
 	size, limit := len(e.wire), 512
-	if q.edns {
-		size += 11
-		limit = max(limit, q.udpSize)
+	if q.EDNS {
+		size += dnswire.OPTLen
+		limit = max(limit, int(q.UDPSize))
 	}
 	if tcp {
 		limit = 0xffff
@@ -784,98 +802,19 @@ func (c *Cache) AppendHit(dst, req []byte, tcp bool) ([]byte, bool) {
 	start := len(dst)
 	dst = append(dst, e.wire...)
 	out := dst[start:]
-	out[0], out[1] = req[0], req[1]
-	out[2] = out[2]&^0x01 | req[2]&0x01 // RD
-	copy(out[12:12+e.nameLen], req[12:12+e.nameLen])
+	binary.BigEndian.PutUint16(out, q.ID)
+	out[2] &^= 0x01 // RD is the client's
+	if q.RD {
+		out[2] |= 0x01
+	}
+	copy(out[12:12+e.nameLen], q.Raw)
 	for _, off := range e.ttlOffs {
 		binary.BigEndian.PutUint32(out[off:], ttl)
 	}
-	if q.edns {
-		var do byte
-		if q.do {
-			do = 0x80
-		}
-		// Root name, type OPT, our UDP size, ext-rcode 0, version 0, flags, no options.
-		dst = append(dst, 0, 0, byte(dns.TypeOPT), cacheEDNSSize>>8, cacheEDNSSize&0xff, 0, 0, do, 0, 0, 0)
+	if q.EDNS {
+		dst = dnswire.AppendOPT(dst, cacheEDNSSize, q.DO)
 		ar := binary.BigEndian.Uint16(dst[start+10:])
 		binary.BigEndian.PutUint16(dst[start+10:], ar+1)
 	}
 	return dst, true
-}
-
-// cacheWireQuery is what the hit path needs from a packed query.
-type cacheWireQuery struct {
-	key     []byte
-	edns    bool
-	do      bool
-	udpSize int
-}
-
-// cacheParseQuery reads a plain query: one question with an uncompressed
-// name, no answer or authority records, and at most an OPT record with EDNS
-// version 0. Anything else is left to miekg/dns on the Exchange path.
-func cacheParseQuery(req []byte, buf *[cacheMaxKey]byte) (q cacheWireQuery, ok bool) {
-	if len(req) < 12+1+4 {
-		return q, false
-	}
-	if req[2]&0xF8 != 0 { // QR set or opcode other than QUERY
-		return q, false
-	}
-	if binary.BigEndian.Uint16(req[4:]) != 1 || req[6]|req[7]|req[8]|req[9] != 0 {
-		return q, false
-	}
-	ar := binary.BigEndian.Uint16(req[10:])
-	if ar > 1 {
-		return q, false
-	}
-	off := 12
-	for {
-		if off >= len(req) || off-12 >= 255 {
-			return q, false
-		}
-		l := int(req[off])
-		if l == 0 {
-			off++
-			break
-		}
-		if l > 63 { // compression pointer or extended label type
-			return q, false
-		}
-		off += 1 + l
-	}
-	n := off - 12
-	if n > 255 || off+4 > len(req) {
-		return q, false
-	}
-	copy(buf[:n], req[12:off])
-	qtype := binary.BigEndian.Uint16(req[off:])
-	qclass := binary.BigEndian.Uint16(req[off+2:])
-	off += 4
-	if !cacheableType(qtype) {
-		return q, false
-	}
-	var flags byte
-	if req[3]&0x10 != 0 {
-		flags |= cacheFlagCD
-	}
-	if ar == 1 {
-		if off+11 > len(req) || req[off] != 0 || binary.BigEndian.Uint16(req[off+1:]) != dns.TypeOPT {
-			return q, false
-		}
-		if req[off+6] != 0 { // EDNS version: the Exchange path answers BADVERS
-			return q, false
-		}
-		q.edns = true
-		q.udpSize = int(binary.BigEndian.Uint16(req[off+3:]))
-		q.do = req[off+7]&0x80 != 0
-		if q.do {
-			flags |= cacheFlagDO
-		}
-		off += 11 + int(binary.BigEndian.Uint16(req[off+9:]))
-	}
-	if off != len(req) {
-		return q, false
-	}
-	q.key = cacheFinishKey(buf, n, qtype, qclass, flags)
-	return q, true
 }
