@@ -178,7 +178,7 @@ func TestComposeExample(t *testing.T) {
 		project: "sidedns-test-" + randSuffix(),
 		files:   []string{filepath.Join(moduleRoot(), "examples", "compose", "docker-compose.yml"), override},
 	}
-	if !cmdHasHealthcheck(t, filepath.Join(pkgStaticBinary(t), "sidedns")) {
+	if !cmdHasHealthcheck(t, buildSidedns(t)) {
 		t.Logf("\n!!! `sidedns healthcheck URL` is missing from cmd: the sidedns healthcheck is replaced\n" +
 			"!!! by `/sidedns --help`, which proves nothing. Readiness is checked by the test instead.")
 		stub := filepath.Join(dir, "no-healthcheck.yml")
@@ -322,12 +322,7 @@ func TestComposeExample(t *testing.T) {
 // composeEnv is this process's environment without SIDEDNS_*/COMPOSE_*
 // settings that could leak into the project, plus vars.
 func composeEnv(vars map[string]string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SIDEDNS_") && !strings.HasPrefix(kv, "COMPOSE_") {
-			env = append(env, kv)
-		}
-	}
+	env := environWithout("SIDEDNS_", "COMPOSE_")
 	for k, v := range vars {
 		env = append(env, k+"="+v)
 	}

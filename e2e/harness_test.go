@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -44,7 +45,7 @@ var (
 	probeErr   error
 
 	sidednsOnce sync.Once
-	sidednsBin  string
+	sidednsBin  string // static: runs on the host and in the image
 	sidednsErr  error
 
 	buildDir string
@@ -141,11 +142,8 @@ func buildProbeImage() (string, error) {
 	if err := os.MkdirAll(ctxDir, 0o755); err != nil {
 		return "", fmt.Errorf("create build context: %w", err)
 	}
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", filepath.Join(ctxDir, "probe"), "./e2e/probe")
-	build.Dir = moduleRoot()
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build probe: %w: %s", err, out)
+	if err := goBuildStatic(ctx, filepath.Join(ctxDir, "probe"), "./e2e/probe"); err != nil {
+		return "", err
 	}
 	// The probe doubles as /bin/sh so CMD-SHELL healthchecks run without a shell.
 	dockerfile := "FROM scratch\nCOPY probe /probe\nCOPY probe /bin/sh\nENTRYPOINT [\"/probe\"]\nCMD [\"serve\"]\n"
@@ -153,13 +151,39 @@ func buildProbeImage() (string, error) {
 		return "", fmt.Errorf("write Dockerfile: %w", err)
 	}
 	tag := "sidedns-test-probe:" + runID
-	cmd := exec.CommandContext(ctx, "docker", "build", "-q", "--label", runLabel+"="+runID, "-t", tag, ctxDir)
+	if err := dockerBuild(ctx, tag, ctxDir, ""); err != nil {
+		return "", err
+	}
+	return tag, nil
+}
+
+// goBuildStatic compiles pkg (relative to the module root) with CGO_ENABLED=0,
+// as FROM-scratch images need; flags go before -o.
+func goBuildStatic(ctx context.Context, out, pkg string, flags ...string) error {
+	args := append(append([]string{"build", "-trimpath"}, flags...), "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = moduleRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w: %s", pkg, err, out)
+	}
+	return nil
+}
+
+// dockerBuild builds ctxDir into tag with the run label; dockerfile ""
+// means ctxDir/Dockerfile.
+func dockerBuild(ctx context.Context, tag, ctxDir, dockerfile string) error {
+	args := []string{"build", "-q", "--label", runLabel + "=" + runID, "-t", tag}
+	if dockerfile != "" {
+		args = append(args, "-f", dockerfile)
+	}
+	cmd := exec.CommandContext(ctx, "docker", append(args, ctxDir)...)
 	// The legacy builder needs no buildx plugin and builds FROM scratch offline.
 	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("docker build: %w: %s", err, out)
+		return fmt.Errorf("docker build %s: %w: %s", tag, err, out)
 	}
-	return tag, nil
+	return nil
 }
 
 // docker runs the docker CLI and returns its trimmed stdout.
@@ -335,13 +359,18 @@ func runContainer(t testing.TB, o ContainerOpts) Container {
 	args = append(args, probeImage)
 	args = append(args, o.Args...)
 	// Register removal before run: a failed run can still leave a created container.
-	t.Cleanup(func() {
-		if _, err := docker("rm", "-f", "-v", o.Name); err != nil && !strings.Contains(err.Error(), "No such container") {
-			t.Errorf("remove container: %v", err)
-		}
-	})
+	t.Cleanup(func() { removeContainer(t, o.Name) })
 	mustDocker(t, args...)
 	return inspectContainer(t, o.Name)
+}
+
+// removeContainer force-removes a container with its volumes; one that is
+// already gone is fine.
+func removeContainer(t testing.TB, name string) {
+	t.Helper()
+	if _, err := docker("rm", "-f", "-v", name); err != nil && !strings.Contains(err.Error(), "No such container") {
+		t.Errorf("remove container: %v", err)
+	}
 }
 
 func inspectContainer(t testing.TB, name string) Container {
@@ -677,19 +706,23 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// buildSidedns compiles sidedns once per run, static and stripped, so the
+// same binary runs on the host and in the FROM-scratch image. Its directory
+// holds nothing else and serves as the image build context.
 func buildSidedns(t testing.TB) string {
 	t.Helper()
 	sidednsOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		bin := filepath.Join(buildDir, "sidedns")
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/sidedns")
-		cmd.Dir = moduleRoot()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			sidednsErr = fmt.Errorf("go build ./cmd/sidedns: %w: %s", err, out)
+		dir := filepath.Join(buildDir, "sidedns-static")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			sidednsErr = fmt.Errorf("create build context: %w", err)
 			return
 		}
-		sidednsBin = bin
+		bin := filepath.Join(dir, "sidedns")
+		if sidednsErr = goBuildStatic(ctx, bin, "./cmd/sidedns", "-ldflags", "-s -w"); sidednsErr == nil {
+			sidednsBin = bin
+		}
 	})
 	if sidednsErr != nil {
 		t.Fatal(sidednsErr)
@@ -702,12 +735,20 @@ func buildSidedns(t testing.TB) string {
 // It waits for /readyz and stops the process when the test ends.
 func startSidedns(t testing.TB, upstream *FakeDNS, extra ...string) *Sidedns {
 	t.Helper()
-	return startSidednsEnv(t, upstream, nil, readyz, extra...)
+	return launchSidedns(t, upstream, "", "/readyz", extra)
 }
 
-// startSidednsEnv is startSidedns with extra environment and a custom
-// "started" check (e.g. /healthz when Docker is away and /readyz never turns).
-func startSidednsEnv(t testing.TB, upstream *FakeDNS, env []string, started func(httpAddr string) bool, extra ...string) *Sidedns {
+// startSidednsWithDocker is startSidedns with DOCKER_HOST=dockerHost in place
+// of the caller's DOCKER_* settings. It waits only for /healthz: /readyz needs
+// a Docker sync, which may not come (or is what the test watches for).
+func startSidednsWithDocker(t testing.TB, upstream *FakeDNS, dockerHost string, extra ...string) *Sidedns {
+	t.Helper()
+	return launchSidedns(t, upstream, dockerHost, "/healthz", extra)
+}
+
+// launchSidedns starts the process, waits until startedPath answers 200 and
+// stops it (SIGTERM, then kill after 5s) when the test ends.
+func launchSidedns(t testing.TB, upstream *FakeDNS, dockerHost, startedPath string, extra []string) *Sidedns {
 	t.Helper()
 	bin := buildSidedns(t)
 	s := &Sidedns{
@@ -724,13 +765,13 @@ func startSidednsEnv(t testing.TB, upstream *FakeDNS, env []string, started func
 	args = append(args, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
-	// Keep the environment from leaking SIDEDNS_* settings into the run.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SIDEDNS_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
+	// Keep SIDEDNS_* settings from leaking into the run; with dockerHost,
+	// DOCKER_HOST alone decides where "Docker" is.
+	if dockerHost == "" {
+		cmd.Env = environWithout("SIDEDNS_")
+	} else {
+		cmd.Env = append(environWithout("SIDEDNS_", "DOCKER_"), "DOCKER_HOST="+dockerHost)
 	}
-	cmd.Env = append(cmd.Env, env...)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start sidedns: %v", err)
 	}
@@ -758,14 +799,26 @@ func startSidednsEnv(t testing.TB, upstream *FakeDNS, env []string, started func
 			t.Fatalf("sidedns exited during start-up: %v\n%s", err, s.Log())
 		default:
 		}
-		if started(s.HTTPAddr) {
+		if httpOK(s.HTTPAddr, startedPath) {
 			return s
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sidedns not ready after 20s\n%s", s.Log())
+			t.Fatalf("sidedns %s not 200 after 20s\n%s", startedPath, s.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// environWithout is this process's environment minus variables whose names
+// start with any of prefixes.
+func environWithout(prefixes ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(kv, p) }) {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 func httpGet(t testing.TB, url string) string {
@@ -786,16 +839,17 @@ func httpGet(t testing.TB, url string) string {
 
 func readyz(addr string) bool { return httpOK(addr, "/readyz") }
 
-func healthz(addr string) bool { return httpOK(addr, "/healthz") }
+func httpOK(addr, path string) bool { return httpStatus(addr, path) == http.StatusOK }
 
-func httpOK(addr, path string) bool {
+// httpStatus returns the status code of GET path, or 0 when no reply came.
+func httpStatus(addr, path string) int {
 	c := http.Client{Timeout: time.Second}
 	resp, err := c.Get("http://" + addr + path)
 	if err != nil {
-		return false
+		return 0
 	}
 	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	return resp.StatusCode
 }
 
 // waitFor polls cond every 50ms until it holds or the timeout passes, and

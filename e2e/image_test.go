@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,45 +26,11 @@ const dockerSock = "/var/run/docker.sock"
 // one static binary (about 10 MB stripped).
 const maxImageBytes = 40 << 20
 
-var (
-	pkgBinOnce sync.Once
-	pkgBinDir  string // build context: the static binary, nothing else
-	pkgBinErr  error
-)
-
-// pkgStaticBinary compiles sidedns once per run with CGO_ENABLED=0, as the
-// runtime image needs, into a directory that serves as the build context.
-func pkgStaticBinary(t testing.TB) string {
-	t.Helper()
-	pkgBinOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		dir := filepath.Join(buildDir, "sidedns-image")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			pkgBinErr = fmt.Errorf("create build context: %w", err)
-			return
-		}
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w",
-			"-o", filepath.Join(dir, "sidedns"), "./cmd/sidedns")
-		cmd.Dir = moduleRoot()
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			pkgBinErr = fmt.Errorf("go build static sidedns: %w: %s", err, out)
-			return
-		}
-		pkgBinDir = dir
-	})
-	if pkgBinErr != nil {
-		t.Fatal(pkgBinErr)
-	}
-	return pkgBinDir
-}
-
 // pkgImage builds the runtime image from Dockerfile.local around the static
 // binary, tagged uniquely, and removes it when the test ends.
 func pkgImage(t testing.TB) string {
 	t.Helper()
-	ctxDir := pkgStaticBinary(t)
+	ctxDir := filepath.Dir(buildSidedns(t))
 	tag := "sidedns-test-sidedns:" + randSuffix()
 	t.Cleanup(func() {
 		if _, err := docker("rmi", "-f", tag); err != nil && !strings.Contains(err.Error(), "No such image") {
@@ -74,12 +39,8 @@ func pkgImage(t testing.TB) string {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "docker", "build", "-q", "--label", runLabel+"="+runID,
-		"-f", filepath.Join(moduleRoot(), "Dockerfile.local"), "-t", tag, ctxDir)
-	// The legacy builder needs no buildx plugin and builds FROM scratch offline.
-	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("docker build sidedns image: %v: %s", err, out)
+	if err := dockerBuild(ctx, tag, ctxDir, filepath.Join(moduleRoot(), "Dockerfile.local")); err != nil {
+		t.Fatal(err)
 	}
 	return tag
 }
@@ -192,9 +153,7 @@ func TestImageRuntime(t *testing.T) {
 					out, _ := exec.Command("docker", "logs", name).CombinedOutput()
 					t.Logf("sidedns container log:\n%s", out)
 				}
-				if _, err := docker("rm", "-f", "-v", name); err != nil && !strings.Contains(err.Error(), "No such container") {
-					t.Errorf("remove container: %v", err)
-				}
+				removeContainer(t, name)
 			})
 			mustDocker(t, args...)
 

@@ -16,7 +16,7 @@ func TestWithoutDocker(t *testing.T) {
 		t.Skip("end-to-end test skipped in -short mode")
 	}
 	up := startFakeUpstream(t)
-	sd := startSidednsEnv(t, up, []string{"DOCKER_HOST=unix:///nonexistent/docker.sock"}, healthz)
+	sd := startSidednsWithDocker(t, up, "unix:///nonexistent/docker.sock")
 
 	var r *dns.Msg
 	if _, ok := waitFor(5*time.Second, func() bool {

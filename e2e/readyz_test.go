@@ -5,13 +5,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -110,69 +107,6 @@ func (p *sockProxy) Close() {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
-}
-
-// startSidednsWithDocker runs the binary with DOCKER_HOST set and does not
-// wait for /readyz (the point is to watch it change). It waits for /healthz.
-func startSidednsWithDocker(t testing.TB, upstream *FakeDNS, dockerHost string) *Sidedns {
-	t.Helper()
-	bin := buildSidedns(t)
-	s := &Sidedns{
-		DNSAddr:  net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, "127.0.0.1"))),
-		HTTPAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, "127.0.0.1"))),
-		log:      &syncBuffer{},
-	}
-	args := []string{"--listen", s.DNSAddr, "--http", s.HTTPAddr, "--upstream", upstream.Addr, "--log-format", "json"}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = s.log, s.log
-	// No SIDEDNS_* or DOCKER_* settings from the caller: DOCKER_HOST alone
-	// decides where "Docker" is.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SIDEDNS_") && !strings.HasPrefix(kv, "DOCKER_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, "DOCKER_HOST="+dockerHost)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start sidedns: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("sidedns log:\n%s", s.Log())
-		}
-	})
-	if _, ok := waitFor(20*time.Second, func() bool {
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("sidedns exited during start-up: %v\n%s", err, s.Log())
-		default:
-		}
-		return httpStatus(s.HTTPAddr, "/healthz") == http.StatusOK
-	}); !ok {
-		t.Fatalf("sidedns /healthz never answered 200\n%s", s.Log())
-	}
-	return s
-}
-
-// httpStatus returns the status code of GET path, or 0 when no reply came.
-func httpStatus(addr, path string) int {
-	c := http.Client{Timeout: time.Second}
-	resp, err := c.Get("http://" + addr + path)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }
 
 // TestReadyzFollowsFirstSync: /readyz is 503 until the first Docker sync while
