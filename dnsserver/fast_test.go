@@ -1,8 +1,10 @@
 package dnsserver
 
 import (
+	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -141,6 +143,7 @@ func FuzzFastUDP(f *testing.F) {
 		b, _ = m.Pack()
 		f.Add(b)
 	}
+	f.Add(overlongQuery())
 	src := netip.MustParseAddr("127.0.0.1")
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		var q dnswire.Query
@@ -159,4 +162,35 @@ func FuzzFastUDP(f *testing.F) {
 			t.Fatalf("reply %v does not answer %v", resp.MsgHdr, req.MsgHdr)
 		}
 	})
+}
+
+// A question name over 255 octets once crashed the cache's wire path; now it
+// is dropped as malformed and the server keeps answering.
+func TestOverlongNameIsDropped(t *testing.T) {
+	cache, err := upstream.NewCache(answerA(1), upstream.CacheConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cache.Close() })
+	s, addr := startServer(t, Config{Local: realResolver(), Upstream: cache})
+	conn, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write(overlongQuery()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the malformed count", func() bool { return s.Stats.Malformed.Load() == 1 })
+	mustQuery(t, addr, "udp", "web.", 0)
+}
+
+// overlongQuery is a query for a name of four 63-octet labels (257 octets).
+func overlongQuery() []byte {
+	b := []byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}
+	for range 4 {
+		b = append(b, 63)
+		b = append(b, strings.Repeat("a", 63)...)
+	}
+	return append(b, 0, 0, 1, 0, 1)
 }

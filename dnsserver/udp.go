@@ -74,7 +74,15 @@ func (s *Server) handleUDP(conn *net.UDPConn, pkt []byte, from netip.AddrPort, o
 
 // fastUDP answers pkt into dst when it is a plain query from an allowed
 // source for a local name or a cache hit. The rate limit was checked already.
-func (s *Server) fastUDP(dst, pkt []byte, src netip.Addr, allowed bool, q *dnswire.Query) ([]byte, bool) {
+func (s *Server) fastUDP(dst, pkt []byte, src netip.Addr, allowed bool, q *dnswire.Query) (reply []byte, ok bool) {
+	defer func() {
+		// A bug here must cost one query, not the reader goroutine and with
+		// it the process; the slow path then answers or drops it.
+		if r := recover(); r != nil {
+			s.log.Error("udp fast path panicked", zap.Any("panic", r), zap.Stringer("src", src))
+			reply, ok = dst, false
+		}
+	}()
 	if !allowed || s.logRate > 0 || dnswire.Parse(pkt, q) != nil {
 		return dst, false // the query log is written by the slow path
 	}

@@ -13,7 +13,10 @@ var ErrUnsupported = errors.New("not a plain query")
 // ErrMalformed means the packet cannot be a DNS query at all.
 var ErrMalformed = errors.New("malformed query")
 
-const headerLen = 12
+const (
+	headerLen   = 12
+	maxNameWire = 255
+)
 
 // Query is the parsed head of a query. Name and Raw point into the packet.
 type Query struct {
@@ -117,7 +120,8 @@ func (q *Query) readName(pkt []byte, off int) (int, error) {
 		if l > 63 { // a compression pointer has no place in a question
 			return 0, ErrMalformed
 		}
-		if off+l > len(pkt) || n+l+1 > len(q.nameBuf) {
+		// RFC 1035 2.3.4: at most 255 octets in wire form, the root included.
+		if off+l > len(pkt) || off+l+1-start > maxNameWire {
 			return 0, ErrMalformed
 		}
 		if n > 0 {

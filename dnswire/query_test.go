@@ -51,6 +51,7 @@ func TestParse(t *testing.T) {
 		{name: "short", pkt: []byte{1, 2, 3}, err: ErrMalformed},
 		{name: "trailing garbage", pkt: append(pack(t, plain), 0), err: ErrMalformed},
 		{name: "cut question", pkt: pack(t, plain)[:20], err: ErrMalformed},
+		{name: "name over 255 octets", pkt: longName(4, 63), err: ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -108,6 +109,8 @@ func FuzzParse(f *testing.F) {
 		m.SetEdns0(1232, true)
 		f.Add(pack(f, m))
 	}
+	f.Add(longName(4, 63))
+	f.Add(longName(4, 62))
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		var q Query
 		if Parse(pkt, &q) != nil {
@@ -118,8 +121,34 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse accepted what miekg/dns rejects: %v", err)
 		}
 		want := strings.ToLower(strings.TrimSuffix(m.Question[0].Name, "."))
+		if len(q.Raw) > maxNameWire {
+			t.Fatalf("accepted a %d-octet name", len(q.Raw))
+		}
 		if string(q.Name()) != want || q.Type != m.Question[0].Qtype || q.ID != m.Id {
 			t.Fatalf("Parse: %q %d %d, miekg: %q %d %d", q.Name(), q.Type, q.ID, want, m.Question[0].Qtype, m.Id)
 		}
 	})
+}
+
+// longName packs a query whose name has n labels of l octets, by hand, since
+// miekg/dns refuses to pack names over 255 octets.
+func longName(n, l int) []byte {
+	b := []byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}
+	for range n {
+		b = append(b, byte(l))
+		b = append(b, strings.Repeat("a", l)...)
+	}
+	return append(b, 0, 0, 1, 0, 1)
+}
+
+func TestParseNameLengthLimit(t *testing.T) {
+	var q Query
+	// 4 labels of 62 octets: 4*63 + 1 = 253 octets, the longest that fits with room.
+	if err := Parse(longName(4, 62), &q); err != nil {
+		t.Fatalf("253-octet name: %v", err)
+	}
+	// 4 labels of 63 octets: 257 octets, over RFC 1035's 255.
+	if err := Parse(longName(4, 63), &q); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("257-octet name: err = %v, want ErrMalformed", err)
+	}
 }
