@@ -296,8 +296,8 @@ func (f *Forwarder) try(ctx context.Context, s *server, q *dns.Msg, tcp bool) (*
 	s.queries.Add(1)
 	r, err := s.exchange(ctx, q, deadline, tcp)
 	if err != nil {
-		if callerDone(ctx) != nil {
-			return nil, err // the caller gave up; not the server's fault
+		if callerDone(ctx) != nil && time.Since(start) < f.timeout {
+			return nil, err // the caller gave up first; not the server's fault
 		}
 		s.markFailed(err)
 		f.opts.log.Debug("upstream failed", zap.Stringer("upstream", s.spec), zap.Error(err))

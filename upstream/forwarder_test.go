@@ -643,3 +643,32 @@ func BenchmarkForwarderUDP(b *testing.B) {
 		}
 	}
 }
+
+// When the caller's deadline is no longer than one try, a dead first upstream
+// must still be marked down, so the next query goes to the live second one
+// (a caller deadline that ends a try is not an excuse for the server).
+func TestForwarderMarksDownWhenCallerDeadlineEqualsTry(t *testing.T) {
+	first := startFake(t, blackhole)
+	second := startFake(t, answerA("192.0.2.2"))
+	const try = 200 * time.Millisecond
+	f := newForwarder(t, Config{
+		Servers:       []Spec{first.spec(ProtoUDP), second.spec(ProtoUDP)},
+		Timeout:       try,
+		ProbeInterval: time.Hour,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), try)
+	_, err := exchange(t, f, ctx, "a.example.test.")
+	cancel()
+	if err == nil {
+		t.Fatal("the first query had no time left for the second upstream, yet it was answered")
+	}
+	if f.ServerStats()[0].Up {
+		t.Fatal("the dead first upstream is still considered up")
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), try)
+	defer cancel()
+	r, err := exchange(t, f, ctx, "b.example.test.")
+	if err != nil || firstA(r) != "192.0.2.2" {
+		t.Fatalf("second query: %v, %v; want the second upstream's answer", r, err)
+	}
+}

@@ -139,6 +139,9 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// One forward may time out on one upstream and then need a full try on
+	// the next, so it gets at least two tries' worth of time.
+	forwardBudget := max(dnsserver.DefaultForwardTimeout, 2*cfg.Timeout+time.Second)
 	var ex upstream.Exchanger = a.fwd
 	if cfg.CacheSize > 0 {
 		stale := cfg.StaleWindow
@@ -146,11 +149,12 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 			stale = -1 // the cache reads 0 as its default
 		}
 		a.cache, err = upstream.NewCache(a.fwd, upstream.CacheConfig{
-			Size:        cfg.CacheSize,
-			MinTTL:      cfg.CacheMinTTL,
-			MaxTTL:      cfg.CacheMaxTTL,
-			StaleWindow: stale,
-			Logger:      log.Named("cache"),
+			Size:           cfg.CacheSize,
+			MinTTL:         cfg.CacheMinTTL,
+			MaxTTL:         cfg.CacheMaxTTL,
+			StaleWindow:    stale,
+			RefreshTimeout: forwardBudget,
+			Logger:         log.Named("cache"),
 		})
 		if err != nil {
 			return nil, err
@@ -168,7 +172,7 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 		Upstream:       ex,
 		Allow:          cfg.Allow,
 		RateLimit:      dnsserver.RateLimit{QPS: cfg.RateLimit},
-		ForwardTimeout: max(dnsserver.DefaultForwardTimeout, cfg.Timeout),
+		ForwardTimeout: forwardBudget,
 		Logger:         log.Named("dns"),
 		LogQueries:     cfg.LogQueries,
 	})
