@@ -93,6 +93,7 @@ type Watcher struct {
 
 	Stats     Stats
 	ready     atomic.Bool
+	synced    bool // the first sync was logged; owned by Run
 	connected atomic.Bool
 
 	q queue
@@ -203,8 +204,8 @@ func (w *Watcher) session(ctx context.Context) (synced bool, err error) {
 	if err := w.resync(sctx); err != nil {
 		return false, err
 	}
-	w.connected.Store(true)
-	if !w.ready.Swap(true) {
+	if !w.synced {
+		w.synced = true
 		w.log.Info("docker sync complete", zap.Int("containers", len(w.containers)), zap.Int("networks", len(w.networks)))
 	} else if w.failing {
 		w.log.Info("docker watch restored", zap.Int("containers", len(w.containers)))
@@ -346,9 +347,16 @@ func (q *queue) add(id string, o op, nets bool) {
 		if q.ops == nil {
 			q.ops = map[string]op{}
 		}
-		// A pending inspect will read the new health anyway; otherwise the
-		// latest event decides (die then start is a restart: inspect).
-		if prev, had := q.ops[id]; !(o.kind == opHealth && had && prev.kind == opInspect) {
+		// The latest event decides (die then start is a restart: inspect),
+		// except that a health change never hides a pending inspect or
+		// removal: an inspect reads the new health anyway, and a removed
+		// container must not come back as "running, unhealthy".
+		prev, had := q.ops[id]
+		switch {
+		case o.kind == opHealth && had && prev.kind == opRemove:
+			q.ops[id] = op{kind: opInspect}
+		case o.kind == opHealth && had && prev.kind == opInspect:
+		default:
 			q.ops[id] = o
 		}
 	}
@@ -446,6 +454,10 @@ func (w *Watcher) resync(ctx context.Context) error {
 		}
 	}
 	w.report(append(netProblems, problems...))
+	// Ready before the publish, so whoever the publish wakes (the live page)
+	// already sees the watcher as synced.
+	w.connected.Store(true)
+	w.ready.Store(true)
 	w.publishAll()
 	return nil
 }
