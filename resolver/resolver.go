@@ -132,8 +132,8 @@ func (r *Resolver) Resolve(req *dns.Msg, src netip.Addr, maxSize int) (resp *dns
 	name := strings.ToLower(strings.TrimSuffix(q.Name, "."))
 	nets, project := s.view(src)
 
-	if q.Qtype == dns.TypePTR {
-		resp = s.answerPTR(req, nets, name)
+	if addr, ok := ptrName(name); ok && q.Qtype == dns.TypePTR {
+		resp = s.answerPTR(req, nets, addr)
 	} else if name == s.domain || strings.HasSuffix(name, "."+s.domain) {
 		resp = r.answerZone(s, req, nets, project, name)
 	} else {
@@ -146,11 +146,7 @@ func (r *Resolver) Resolve(req *dns.Msg, src netip.Addr, maxSize int) (resp *dns
 	return resp, true
 }
 
-func (s *snapshot) answerPTR(req *dns.Msg, nets []int32, name string) *dns.Msg {
-	addr, ok := ptrName(name)
-	if !ok {
-		return nil
-	}
+func (s *snapshot) answerPTR(req *dns.Msg, nets []int32, addr netip.Addr) *dns.Msg {
 	for _, pt := range s.addrs.get(addr) {
 		for _, slot := range nets {
 			if slot == pt.slot {
