@@ -5,7 +5,10 @@ import (
 	"embed"
 	"encoding/json"
 	"io/fs"
+	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,6 +60,10 @@ func (s *Server) routes() http.Handler {
 
 func securityHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hostAllowed(r.Host) {
+			writeText(w, http.StatusMisdirectedRequest, "use an IP address or a single-label host name\n")
+			return
+		}
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Referrer-Policy", "no-referrer")
 		h.ServeHTTP(w, r)
@@ -213,4 +220,19 @@ func (h *hub) broadcast(p []byte) {
 		}
 		c.ch <- p
 	}
+}
+
+// hostAllowed guards against DNS rebinding: a web page on a name the attacker
+// controls (which has dots) must not read the table through a browser. IP
+// literals and single-label names (localhost, a compose service name) are
+// fine.
+func hostAllowed(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	return !strings.Contains(host, ".")
 }
