@@ -19,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 
+	"github.com/sidedns/sidedns/dnswire"
 	"github.com/sidedns/sidedns/upstream"
 )
 
@@ -48,8 +49,6 @@ const (
 	udpReadSize = 4096
 	// bindRetries covers the race where TCP on the port UDP got with :0 is taken.
 	bindRetries = 5
-	// ednsSize is what our own error replies advertise (the DNS flag day 2020 value).
-	ednsSize = 1232
 )
 
 // Config configures a Server. Zero values mean defaults.
@@ -417,8 +416,8 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, rateLimit bool) {
 	opt := req.IsEdns0()
 	if !tcp {
 		size = dns.MinMsgSize
-		if opt != nil && int(opt.UDPSize()) > size {
-			size = int(opt.UDPSize())
+		if opt != nil {
+			size = int(dnswire.ReplySize(opt.UDPSize()))
 		}
 	}
 
@@ -555,7 +554,7 @@ func rcode(req *dns.Msg, rc int) *dns.Msg {
 		m.Question = nil
 	}
 	if opt := req.IsEdns0(); opt != nil {
-		m.SetEdns0(ednsSize, opt.Do())
+		m.SetEdns0(dnswire.EDNSSize, opt.Do())
 	}
 	return m
 }

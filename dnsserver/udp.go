@@ -57,11 +57,13 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 // copied and handed to ServeDNS on its own goroutine.
 func (s *Server) handleUDP(conn *net.UDPConn, pkt []byte, from netip.AddrPort, out []byte, q *dnswire.Query) ([]byte, bool) {
 	src := from.Addr().Unmap()
-	allowed := s.allowed(src)
-	if allowed && s.limiter != nil && !s.limiter.allow(src) {
+	// Every source is rate-limited, refused ones too: REFUSED is a reply
+	// like any other, and spoofed floods must not be reflected at full rate.
+	if s.limiter != nil && !s.limiter.allow(src) {
 		s.Stats.RateLimited.Add(1)
 		return nil, false // dropped: a reply would feed a reflection attack
 	}
+	allowed := s.allowed(src)
 	if reply, ok := s.fastUDP(out, pkt, src, allowed, q); ok {
 		return reply, true
 	}
@@ -72,8 +74,9 @@ func (s *Server) handleUDP(conn *net.UDPConn, pkt []byte, from netip.AddrPort, o
 	return nil, false
 }
 
-// fastUDP answers pkt into dst when it is a plain query from an allowed
-// source for a local name or a cache hit. The rate limit was checked already.
+// fastUDP answers pkt into dst when it is a plain query: REFUSED for a source
+// outside the allow list, else a local name or a cache hit. The rate limit was
+// checked already.
 func (s *Server) fastUDP(dst, pkt []byte, src netip.Addr, allowed bool, q *dnswire.Query) (reply []byte, ok bool) {
 	defer func() {
 		// A bug here must cost one query, not the reader goroutine and with
@@ -83,10 +86,24 @@ func (s *Server) fastUDP(dst, pkt []byte, src netip.Addr, allowed bool, q *dnswi
 			reply, ok = dst, false
 		}
 	}()
-	if !allowed || s.logRate > 0 || dnswire.Parse(pkt, q) != nil {
+	if s.logRate > 0 || dnswire.Parse(pkt, q) != nil {
 		return dst, false // the query log is written by the slow path
 	}
 	start := time.Now()
+	if !allowed {
+		s.Stats.Queries.Add(1)
+		s.Stats.Refused.Add(1)
+		s.metrics.observe(q.Type, dns.RcodeRefused, srcServer, start)
+		var ar uint16
+		if q.EDNS {
+			ar = 1
+		}
+		reply = dnswire.AppendHeader(dst, q, dnswire.FlagRA, dns.RcodeRefused, 0, 0, ar)
+		if q.EDNS {
+			reply = dnswire.AppendOPT(reply, dnswire.EDNSSize, q.DO)
+		}
+		return reply, true
+	}
 	if fl, ok := s.local.(FastLocal); ok {
 		if reply, ok := fl.AppendAnswer(dst, q, src); ok {
 			s.Stats.Queries.Add(1)

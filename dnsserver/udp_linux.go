@@ -85,9 +85,11 @@ func (s *Server) serveUDPBatch(conn *net.UDPConn) {
 			return false
 		}
 		if e != 0 {
+			// The first message failed (say, netfilter refused it): skip
+			// just that one, the rest of the batch goes to other clients.
 			s.log.Debug("sendmmsg", zap.Error(e))
-			sent = b.nOut // drop the rest: UDP may lose datagrams anyway
-			return true
+			sent++
+			return sent >= b.nOut
 		}
 		sent += int(r)
 		return sent >= b.nOut

@@ -31,7 +31,7 @@ type Query struct {
 	QuestionEnd int
 
 	EDNS    bool
-	UDPSize uint16 // the client's EDNS size, or 512 without EDNS
+	UDPSize uint16 // the client's EDNS size capped at MaxUDPSize, or 512 without EDNS
 	DO      bool
 
 	nameBuf [255]byte
@@ -81,7 +81,7 @@ func Parse(pkt []byte, q *Query) error {
 			return ErrUnsupported
 		}
 		q.EDNS = true
-		q.UDPSize = max(be16(pkt[off+3:]), 512)
+		q.UDPSize = ReplySize(be16(pkt[off+3:]))
 		if pkt[off+6] != 0 { // EDNS version other than 0
 			return ErrUnsupported
 		}
@@ -156,6 +156,18 @@ func AppendUint16(b []byte, v uint16) []byte { return append(b, byte(v>>8), byte
 func AppendUint32(b []byte, v uint32) []byte {
 	return append(b, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
 }
+
+// MaxUDPSize caps UDP replies whatever buffer the client claims: larger
+// replies fragment (DNS flag day 2020) and would make us a better amplifier.
+// A client that needs more is told TC and retries over TCP.
+const MaxUDPSize = 1232
+
+// EDNSSize is the buffer size sidedns advertises, to clients and upstreams.
+const EDNSSize = 1232
+
+// ReplySize is the largest UDP reply for a client that advertised size:
+// at least 512 (RFC 6891), at most MaxUDPSize.
+func ReplySize(size uint16) uint16 { return min(max(size, 512), MaxUDPSize) }
 
 // Header flag bits for AppendHeader.
 const (

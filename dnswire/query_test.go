@@ -41,7 +41,7 @@ func TestParse(t *testing.T) {
 		do      bool
 	}{
 		{name: "plain", pkt: pack(t, plain), qname: "web.appnet", qtype: dns.TypeA, udpSize: 512},
-		{name: "edns", pkt: pack(t, edns), qname: "web", qtype: dns.TypeAAAA, udpSize: 4096, do: true},
+		{name: "edns capped", pkt: pack(t, edns), qname: "web", qtype: dns.TypeAAAA, udpSize: MaxUDPSize, do: true},
 		{name: "edns below 512", pkt: pack(t, small), qname: "web", qtype: dns.TypeA, udpSize: 512},
 		{name: "root", pkt: pack(t, root), qname: "", qtype: dns.TypeNS, udpSize: 512},
 		{name: "two questions", pkt: pack(t, twoQ), err: ErrUnsupported},

@@ -80,7 +80,7 @@ func (r *Resolver) AppendAnswer(dst []byte, q *dnswire.Query, src netip.Addr) ([
 		}
 	}
 	if q.EDNS {
-		dst = dnswire.AppendOPT(dst, 1232, q.DO)
+		dst = dnswire.AppendOPT(dst, dnswire.EDNSSize, q.DO)
 	}
 	return dst, true
 }

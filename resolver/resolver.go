@@ -9,6 +9,8 @@ import (
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
+
+	"github.com/sidedns/sidedns/dnswire"
 )
 
 // Options configure a Resolver. The zero value of a field means its default.
@@ -345,7 +347,7 @@ func reply(req *dns.Msg) *dns.Msg {
 // finish adds EDNS when the client used it and truncates to the client's size.
 func finish(req, resp *dns.Msg, maxSize int) {
 	if opt := req.IsEdns0(); opt != nil {
-		resp.SetEdns0(1232, opt.Do())
+		resp.SetEdns0(dnswire.EDNSSize, opt.Do())
 	}
 	resp.Compress = true
 	if maxSize > 0 {

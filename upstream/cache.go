@@ -31,7 +31,7 @@ const (
 	// cacheStaleTTL is the TTL of a stale answer (RFC 8767 recommends 30 s).
 	cacheStaleTTL = 30
 	// cacheEDNSSize is the UDP size we advertise, as the forwarder does (DNS flag day 2020).
-	cacheEDNSSize = 1232
+	cacheEDNSSize = dnswire.EDNSSize
 	// cacheMaxKey is the longest key: a 255-byte wire name, type, class and flags.
 	cacheMaxKey = 255 + 5
 )

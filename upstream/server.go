@@ -17,11 +17,13 @@ import (
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
+
+	"github.com/sidedns/sidedns/dnswire"
 )
 
 // ednsSize is the UDP payload size we advertise upstream: the DNS Flag Day
 // 2020 value, which avoids IP fragmentation on ordinary paths.
-const ednsSize = 1232
+const ednsSize = dnswire.EDNSSize
 
 // udpBufSize is the read buffer for UDP replies. It exceeds ednsSize so that
 // a server that ignores our EDNS size still fits; a reply that fills the
