@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,7 @@ const defaultHTTP = "127.0.0.1:8053"
 // "work it out at start-up" (docker0, resolv.conf, Docker's subnets), so
 // parsing does not depend on the machine it runs on.
 type config struct {
+	Config         string // file of flag=value lines, re-read on SIGHUP
 	Listen         []string
 	Upstream       []upstream.Spec
 	ResolvConf     string
@@ -82,6 +84,9 @@ func flagSpecs(c *config) []flagSpec {
 		ResyncInterval: 5 * time.Minute,
 	}
 	return []flagSpec{
+		{"config", "path", "file of flag=value lines (the flags below, without dashes; # starts a comment), " +
+			"for flags not given on the command line or in the environment; re-read on SIGHUP",
+			false, &stringValue{dst: &c.Config, parse: nonEmpty}},
 		{"listen", "ip[:port]", "address to serve DNS on, UDP and TCP (port 53 if omitted). " +
 			"Default: 127.0.0.1:53, plus the docker0 bridge's IPv4 address (usually 172.17.0.1:53) when that interface exists",
 			true, &listValue{dst: &c.Listen, parse: checkListen}},
@@ -165,6 +170,13 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		}
 		if err := s.value.Set(v); err != nil {
 			return c, usageErrorf("invalid value %q for %s (--%s): %w", v, env, s.name, err)
+		}
+	}
+	if c.Config != "" {
+		if err := applyConfigFile(c.Config, specs, func(name string) bool {
+			return given[name] || getenv(envName(name)) != ""
+		}); err != nil {
+			return c, err
 		}
 	}
 	if c.CacheMinTTL > c.CacheMaxTTL {
@@ -535,5 +547,42 @@ func (v *levelValue) Set(s string) error {
 		return errors.New("want debug, info, warn or error")
 	}
 	*v.dst = l
+	return nil
+}
+
+// applyConfigFile sets, from path, the flags that skip says were not given
+// elsewhere. A line is "name=value" (or "name value"); a repeatable flag may
+// appear on several lines.
+func applyConfigFile(path string, specs []flagSpec, skip func(name string) bool) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return usageErrorf("read --config: %w", err)
+	}
+	byName := make(map[string]flagSpec, len(specs))
+	for _, s := range specs {
+		byName[s.name] = s
+	}
+	for i, line := range strings.Split(string(data), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		name, value, _ := strings.Cut(line, "=")
+		if !strings.Contains(line, "=") {
+			name, value, _ = strings.Cut(line, " ")
+		}
+		name, value = strings.TrimPrefix(strings.TrimSpace(name), "--"), strings.TrimSpace(value)
+		s, ok := byName[name]
+		if !ok || name == "config" {
+			return usageErrorf("%s:%d: unknown setting %q", path, i+1, name)
+		}
+		if skip(name) {
+			continue
+		}
+		if err := s.value.Set(value); err != nil {
+			return usageErrorf("%s:%d: invalid value %q for %s: %w", path, i+1, value, name, err)
+		}
+	}
 	return nil
 }

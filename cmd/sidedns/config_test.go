@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -205,5 +208,48 @@ func TestBadValueExitsTwo(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "--help") {
 		t.Errorf("message %q does not point at --help", out.String())
+	}
+}
+
+func TestConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	file := func(body string) string {
+		p := filepath.Join(dir, fmt.Sprint(len(body))+".conf")
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	conf := file("ttl=7s\n--domain internal.\nallow=10.0.0.0/8\nallow=10.1.0.0/16 # two lines\n")
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantTTL time.Duration
+		wantErr string
+	}{
+		{name: "file", args: []string{"--config", conf}, wantTTL: 7 * time.Second},
+		{name: "flag wins", args: []string{"--config", conf, "--ttl", "3s"}, wantTTL: 3 * time.Second},
+		{name: "env wins", args: []string{"--config", conf}, env: map[string]string{"SIDEDNS_TTL": "4s"}, wantTTL: 4 * time.Second},
+		{name: "unknown setting", args: []string{"--config", file("tll=3s\n")}, wantErr: `:1: unknown setting "tll"`},
+		{name: "bad value", args: []string{"--config", file("\nttl=soon\n")}, wantErr: `:2: invalid value "soon" for ttl`},
+		{name: "missing file", args: []string{"--config", filepath.Join(dir, "nope")}, wantErr: "read --config"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(tt.args, func(k string) string { return tt.env[k] })
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.TTL != tt.wantTTL || c.Domain != "internal." || len(c.Allow) != 2 {
+				t.Fatalf("ttl %v domain %q allow %v", c.TTL, c.Domain, c.Allow)
+			}
+		})
 	}
 }

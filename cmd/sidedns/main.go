@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"reflect"
 	"slices"
 	"syscall"
 	"time"
@@ -70,7 +71,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	}
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
-			a.reload(cfg)
+			next, err := parseConfig(args, getenv)
+			if err != nil {
+				log.Error("reload: keeping the running settings", zap.Error(err))
+				continue
+			}
+			a.reload(cfg, next)
+			cfg = next
 			continue
 		}
 		log.Info("draining", zap.Stringer("signal", sig))
@@ -260,29 +267,46 @@ func resolverOptions(cfg config, log *zap.Logger) resolver.Options {
 	}
 }
 
-// reload applies cfg to the running components (SIGHUP). Upstreams come from
-// a fresh read of --resolv-conf unless --upstream was given; a failed read
-// keeps the current ones.
-func (a *app) reload(cfg config) {
+// reload applies what can change without a restart (SIGHUP): the upstreams
+// (re-reading --resolv-conf unless --upstream is given), the TTL, domain and
+// health policy, and the allow list. next comes from a fresh read of the
+// flags, the environment and --config; a failed upstream read keeps the
+// current ones. Other changed settings are reported as needing a restart.
+func (a *app) reload(prev, next config) {
 	fields := []zap.Field{}
-	if specs, err := a.upstreams(cfg); err != nil {
+	if specs, err := a.upstreams(next); err != nil {
 		a.log.Error("reload upstreams; keeping the current ones", zap.Error(err))
 	} else if err := a.fwd.SetServers(specs); err != nil {
 		a.log.Error("reload upstreams; keeping the current ones", zap.Error(err))
 	} else {
 		fields = append(fields, zap.Stringers("upstreams", specs))
 	}
-	a.res.SetOptions(resolverOptions(cfg, a.log))
-	a.srv.SetAllow(cfg.Allow)
-	allow := "loopback and docker networks"
-	if len(cfg.Allow) > 0 {
-		allow = fmt.Sprint(cfg.Allow)
+	if next.TTL != prev.TTL || next.Domain != prev.Domain || next.StrictHealth != prev.StrictHealth {
+		a.res.SetOptions(resolverOptions(next, a.log))
+		fields = append(fields, zap.Duration("ttl", next.TTL), zap.String("domain", next.Domain),
+			zap.Bool("strict_health", next.StrictHealth))
 	}
-	fields = append(fields,
-		zap.Duration("ttl", cfg.TTL),
-		zap.Bool("strict_health", cfg.StrictHealth),
-		zap.String("allow", allow))
+	if !slices.Equal(next.Allow, prev.Allow) {
+		a.srv.SetAllow(next.Allow)
+		allow := "loopback and docker networks"
+		if len(next.Allow) > 0 {
+			allow = fmt.Sprint(next.Allow)
+		}
+		fields = append(fields, zap.String("allow", allow))
+	}
 	a.log.Info("reloaded", fields...)
+	restart := reflect.DeepEqual(withReloadable(prev, next), next)
+	if !restart {
+		a.log.Warn("some changed settings take effect only after a restart")
+	}
+}
+
+// withReloadable returns prev with next's reloadable settings, so comparing
+// it with next shows whether anything else changed.
+func withReloadable(prev, next config) config {
+	prev.Upstream, prev.TTL, prev.Domain, prev.StrictHealth, prev.Allow =
+		next.Upstream, next.TTL, next.Domain, next.StrictHealth, next.Allow
+	return prev
 }
 
 // stop drains the DNS server, then stops the rest. It is safe on a partly

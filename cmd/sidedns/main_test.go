@@ -325,3 +325,56 @@ func TestHealthcheck(t *testing.T) {
 		})
 	}
 }
+
+// SIGHUP re-reads --config: a new allow list and TTL apply without a restart.
+func TestReloadFromConfigFile(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+	up := startFakeUpstream(t)
+	dnsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	conf := filepath.Join(t.TempDir(), "sidedns.conf")
+	write := func(body string) {
+		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("# only a host that is not us\nallow = 127.0.0.2/32\nttl=7s\n")
+	args := []string{"--listen", dnsAddr, "--upstream", up.addr, "--http", "off", "--config", conf}
+	var logs syncBuffer
+	sigs := make(chan os.Signal, 1)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		run(args, envOf(), &logs, &logs, sigs)
+	}()
+	t.Cleanup(func() {
+		sigs <- syscall.SIGTERM
+		<-finished
+	})
+	soa := func() *dns.Msg {
+		t.Helper()
+		var r *dns.Msg
+		waitFor(t, "an answer", func() bool {
+			m := new(dns.Msg).SetQuestion("docker.", dns.TypeSOA)
+			var err error
+			r, _, err = (&dns.Client{Timeout: time.Second}).Exchange(m, dnsAddr)
+			return err == nil
+		})
+		return r
+	}
+	if r := soa(); r.Rcode != dns.RcodeRefused {
+		t.Fatalf("rcode %s from a source outside the configured allow list", dns.RcodeToString[r.Rcode])
+	}
+	write("allow=127.0.0.0/8\nttl=9s\n")
+	sigs <- syscall.SIGHUP
+	waitFor(t, "the reload", func() bool { return strings.Contains(logs.String(), `"msg":"reloaded"`) })
+	r := soa()
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].Header().Ttl != 9 {
+		t.Fatalf("after reload: %v; want the SOA with TTL 9", r)
+	}
+	write("allow=127.0.0.0/8\nttl=9s\nnot-a-flag=1\n")
+	sigs <- syscall.SIGHUP
+	waitFor(t, "the reload error", func() bool { return strings.Contains(logs.String(), "unknown setting") })
+	if r := soa(); r.Rcode != dns.RcodeSuccess {
+		t.Fatalf("a bad config file changed the running settings: %v", r)
+	}
+}

@@ -22,8 +22,11 @@ func flagTable() string {
 	b.WriteString("| flag | env | default | what it does |\n| --- | --- | --- | --- |\n")
 	for _, s := range flagSpecs(&c) {
 		def := s.value.String()
-		if s.repeatable || def == "" {
+		switch {
+		case s.repeatable:
 			def = "see text"
+		case def == "":
+			def = "none"
 		}
 		name := "`--" + s.name + " " + strings.ReplaceAll(s.arg, "|", `\|`) + "`"
 		if s.repeatable {
