@@ -59,7 +59,7 @@ type Config struct {
 	// Local answers names from the table; nil forwards everything.
 	Local Local
 	// Upstream forwards names that are not ours; nil answers SERVFAIL.
-	// Exchange may modify the query and must return a reply the caller owns.
+	// Exchange must not modify the query and must return a reply the caller owns.
 	Upstream upstream.Exchanger
 	// Allow lists the sources that may query. Empty means loopback plus every
 	// source Local.IsLocalSource accepts.
@@ -463,7 +463,6 @@ func (s *Server) forward(req *dns.Msg, tcp bool) (*dns.Msg, source) {
 		s.Stats.ServFail.Add(1)
 		s.log.Debug("forward failed", zap.String("name", q.Name),
 			zap.String("type", dns.TypeToString[q.Qtype]), zap.Error(err))
-		req.Id = id
 		return rcode(req, dns.RcodeServerFailure), srcServer
 	}
 	// The forwarder may have used its own ID and question case.

@@ -225,6 +225,9 @@ func (r *Resolver) answerName(s *snapshot, req *dns.Msg, nets []int32, project, 
 			}
 		}
 	case dns.TypeSRV:
+		if srvService == "" && !inZone {
+			return nil // SRV for a plain container name: Docker forwards it
+		}
 		for _, m := range members {
 			for _, p := range m.ports {
 				if !srvMatch(p, srvService, srvProto) {

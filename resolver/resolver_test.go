@@ -128,6 +128,7 @@ func TestResolveNames(t *testing.T) {
 		{name: "SRV by port", src: client, qname: "_8080._tcp.web.", qtype: dns.TypeSRV,
 			answer: []string{"SRV 0 0 8080 proj-web-1.", "SRV 0 0 8080 proj-web-2."}},
 		{name: "SRV by label name", src: client, qname: "_http._tcp.proj-web-1.", qtype: dns.TypeSRV, answer: []string{"SRV 0 0 80 proj-web-1."}},
+		{name: "SRV for a plain name is forwarded", src: client, qname: "web.", qtype: dns.TypeSRV, forward: true},
 		{name: "SRV unknown port is NODATA", src: client, qname: "_9999._tcp.web.", qtype: dns.TypeSRV},
 		{name: "zone name", src: client, qname: "web.docker.", qtype: dns.TypeA, answer: []string{"A 172.20.0.2", "A 172.20.0.3"}},
 		{name: "zone service.project", src: client, qname: "web.proj.docker.", qtype: dns.TypeA, answer: []string{"A 172.20.0.2", "A 172.20.0.3"}},
