@@ -235,7 +235,7 @@ func (s *Server) Start() error {
 	for i := range pcs {
 		conn := pcs[i].(*net.UDPConn)
 		s.udp = append(s.udp, conn)
-		for range udpReaders() {
+		for range udpReaders {
 			s.udpWG.Add(1)
 			go s.serveUDPBatch(conn)
 		}
