@@ -151,6 +151,8 @@ live_heap() {
 }
 
 rss0=$(status_kb "$SD_PID" VmRSS)
+# heap_mib prints a byte count from /metrics in MiB, or n/a.
+heap_mib() { if [ -n "$1" ]; then echo "$(mib $(($1 / 1024))) MiB"; else echo n/a; fi; }
 heap0=$(metric go_memstats_heap_inuse_bytes)
 live0=$(live_heap)
 
@@ -176,8 +178,8 @@ live=$(live_heap)
 echo "sidedns memory $(date -Iseconds)  commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo '+dirty')"
 echo "containers:       $CONTAINERS over $NETWORKS networks (fake daemon), first sync ${sync_s}s"
 echo "cache fill:       $NAMES unique names, $completed answered ($noerror NOERROR) at ${fill_qps} qps; cache entries: ${entries:-n/a (no sidedns_cache_entries metric)}"
-echo "after sync:       VmRSS $(mib "$rss0") MiB, Go heap in use ${heap0:+$(mib $((heap0 / 1024))) MiB}${heap0:-n/a}, gctrace: ${live0:-n/a}"
-echo "after cache fill: VmRSS $(mib "$rss") MiB, VmHWM $(mib "$hwm") MiB, Go heap in use ${heap:+$(mib $((heap / 1024))) MiB}${heap:-n/a}, gctrace: ${live:-n/a}"
+echo "after sync:       VmRSS $(mib "$rss0") MiB, Go heap in use $(heap_mib "$heap0"), gctrace: ${live0:-n/a}"
+echo "after cache fill: VmRSS $(mib "$rss") MiB, VmHWM $(mib "$hwm") MiB, Go heap in use $(heap_mib "$heap"), gctrace: ${live:-n/a}"
 if [[ -n "$heap" && -n "$heap0" && "$NAMES" -gt 0 ]]; then
   echo "per cached name:  $(((heap - heap0) / NAMES)) B of heap (unbound ~650 B)"
 fi
