@@ -339,17 +339,7 @@ func TestReloadFromConfigFile(t *testing.T) {
 	}
 	write("# only a host that is not us\nallow = 127.0.0.2/32\nttl=7s\n")
 	args := []string{"--listen", dnsAddr, "--upstream", up.addr, "--http", "off", "--config", conf}
-	var logs syncBuffer
-	sigs := make(chan os.Signal, 1)
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		run(args, envOf(), &logs, &logs, sigs)
-	}()
-	t.Cleanup(func() {
-		sigs <- syscall.SIGTERM
-		<-finished
-	})
+	logs, sigs := runInBackground(t, args)
 	soa := func() *dns.Msg {
 		t.Helper()
 		var r *dns.Msg
@@ -377,4 +367,22 @@ func TestReloadFromConfigFile(t *testing.T) {
 	if r := soa(); r.Rcode != dns.RcodeSuccess {
 		t.Fatalf("a bad config file changed the running settings: %v", r)
 	}
+}
+
+// runInBackground runs sidedns in-process with args and no environment; it
+// is stopped with SIGTERM when the test ends.
+func runInBackground(t *testing.T, args []string) (*syncBuffer, chan<- os.Signal) {
+	t.Helper()
+	logs := new(syncBuffer)
+	sigs := make(chan os.Signal, 1)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		run(args, envOf(), logs, logs, sigs)
+	}()
+	t.Cleanup(func() {
+		sigs <- syscall.SIGTERM
+		<-finished
+	})
+	return logs, sigs
 }

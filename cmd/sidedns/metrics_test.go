@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -34,17 +32,7 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	args := []string{"--listen", dnsAddr, "--upstream", up.addr, "--http", httpAddr,
 		"--allow", "127.0.0.2/32", "--allow", "127.0.0.1/32"}
-	var logs syncBuffer
-	sigs := make(chan os.Signal, 1)
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		run(args, envOf(), &logs, &logs, sigs)
-	}()
-	t.Cleanup(func() {
-		sigs <- syscall.SIGTERM
-		<-finished
-	})
+	runInBackground(t, args)
 
 	checkForwarded(t, waitForAnswer(t, "udp", dnsAddr, "example.test.")) // upstream
 	for range 3 {
