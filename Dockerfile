@@ -1,8 +1,11 @@
 # sidedns image: a static binary on scratch, run as nobody.
 #   docker build -t sidedns .
-# Binding port 53 as a non-root user needs the capability at run time:
-#   docker run --network host --cap-add NET_BIND_SERVICE \
-#     -v /var/run/docker.sock:/var/run/docker.sock:ro --group-add $(stat -c %g /var/run/docker.sock) sidedns
+# In its own network namespace (a compose sidecar) the non-root user can bind
+# port 53, since Docker opens low ports to unprivileged users there. On the
+# host network it cannot (Docker gives a non-root user no capabilities), so run
+# it as root with only that capability (see examples/host-mode):
+#   docker run --network host --user 0:0 --cap-drop ALL --cap-add NET_BIND_SERVICE \
+#     -v /var/run/docker.sock:/var/run/docker.sock:ro sidedns --listen 172.17.0.1
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
