@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -193,4 +194,28 @@ func overlongQuery() []byte {
 		b = append(b, strings.Repeat("a", 63)...)
 	}
 	return append(b, 0, 0, 1, 0, 1)
+}
+
+// Sources outside the allow list are rate-limited too: REFUSED is a reply,
+// and a spoofed flood must not be reflected at full rate.
+func TestRefusedIsRateLimited(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	s, addr := startServer(t, Config{
+		Upstream:  answerA(1),
+		Allow:     []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
+		RateLimit: RateLimit{QPS: 1, Burst: 2},
+		Now:       func() time.Time { return now }, // frozen: no refill
+	})
+	for i := range 2 {
+		if r := mustQuery(t, addr, "udp", "web.", 0); r.Rcode != dns.RcodeRefused {
+			t.Fatalf("query %d: rcode %s, want REFUSED", i, dns.RcodeToString[r.Rcode])
+		}
+	}
+	c := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond}
+	if r, _, err := c.Exchange(new(dns.Msg).SetQuestion("web.", dns.TypeA), addr); err == nil {
+		t.Fatalf("refused source past its rate got a reply: %v", r)
+	}
+	if s.Stats.Refused.Load() != 2 || s.Stats.RateLimited.Load() != 1 {
+		t.Fatalf("refused %d, rate-limited %d; want 2 and 1", s.Stats.Refused.Load(), s.Stats.RateLimited.Load())
+	}
 }
