@@ -92,11 +92,7 @@ func (s *Server) fastUDP(dst, pkt []byte, src netip.Addr, allowed bool, q *dnswi
 		s.Stats.Queries.Add(1)
 		s.Stats.Refused.Add(1)
 		s.metrics.observe(q.Type, dns.RcodeRefused, srcServer, start)
-		var ar uint16
-		if q.EDNS {
-			ar = 1
-		}
-		reply = dnswire.AppendHeader(dst, q, dnswire.FlagRA, dns.RcodeRefused, 0, 0, ar)
+		reply = dnswire.AppendHeader(dst, q, dnswire.FlagRA, dns.RcodeRefused, 0, 0, q.ARCount())
 		if q.EDNS {
 			reply = dnswire.AppendOPT(reply, dnswire.EDNSSize, q.DO)
 		}
@@ -128,7 +124,7 @@ func (s *Server) serveSlowUDP(conn *net.UDPConn, pkt []byte, from netip.AddrPort
 		s.Stats.Malformed.Add(1)
 		return
 	}
-	s.serve(&udpWriter{conn: conn, to: from}, req, false) // serveUDP applied the rate limit
+	s.serve(&udpWriter{conn: conn, to: from}, req, false) // handleUDP applied the rate limit
 }
 
 // udpReaders is how many goroutines read each UDP socket. One: a second

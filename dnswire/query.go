@@ -27,8 +27,6 @@ type Query struct {
 	Class uint16
 	// Raw is the question name in wire form, as received (0x20 case intact).
 	Raw []byte
-	// QuestionEnd is the offset just past the question.
-	QuestionEnd int
 
 	EDNS    bool
 	UDPSize uint16 // the client's EDNS size capped at MaxUDPSize, or 512 without EDNS
@@ -43,6 +41,15 @@ type Query struct {
 // Parse into q. (A method, not a field: a field pointing into q itself would
 // make every Query escape to the heap.)
 func (q *Query) Name() []byte { return q.nameBuf[:q.nameLen] }
+
+// ARCount is the additional-record count of a reply that echoes EDNS when
+// the query had it.
+func (q *Query) ARCount() uint16 {
+	if q.EDNS {
+		return 1
+	}
+	return 0
+}
 
 // Parse reads pkt into q. It accepts one question and at most one additional
 // record, which must be an OPT for the root.
@@ -73,7 +80,6 @@ func Parse(pkt []byte, q *Query) error {
 	}
 	q.Type, q.Class = be16(pkt[off:]), be16(pkt[off+2:])
 	off += 4
-	q.QuestionEnd = off
 	q.EDNS, q.UDPSize, q.DO = false, 512, false
 	if ar == 1 {
 		// OPT: root name, type 41, class = UDP size, TTL = ext-rcode/version/flags.
@@ -172,7 +178,6 @@ func ReplySize(size uint16) uint16 { return min(max(size, 512), MaxUDPSize) }
 // Header flag bits for AppendHeader.
 const (
 	FlagAA = 0x0400
-	FlagTC = 0x0200
 	FlagRA = 0x0080
 )
 

@@ -6,7 +6,8 @@ import (
 	"testing"
 )
 
-// EqualTopology replaces reflect.DeepEqual in Publish; it must agree with it,
+// EqualTopology stands in for reflect.DeepEqual (dockerwatch and the
+// resolver's change checks use it); it must agree with it,
 // nil-versus-empty slices included.
 func TestEqualTopologyAgreesWithDeepEqual(t *testing.T) {
 	edits := map[string]func(*Topology){

@@ -23,7 +23,7 @@ func (r *Resolver) AppendAnswer(dst []byte, q *dnswire.Query, src netip.Addr) ([
 	name := unsafe.String(&qname[0], len(qname))
 	nets, project := s.view(src)
 	var rs *rrset
-	if rest, ok := strings.CutSuffix(name, "."+s.domain); ok {
+	if rest, ok := strings.CutSuffix(name, s.zoneSuffix); ok {
 		if rs = s.lookup(nets, rest); rs == nil {
 			rs = s.lookupService(nets, rest)
 		}
@@ -34,21 +34,18 @@ func (r *Resolver) AppendAnswer(dst []byte, q *dnswire.Query, src netip.Addr) ([
 		return dst, false
 	}
 	rs = scoped(rs, project)
-	n := len(rs.answer)
-	var count, ttl uint32
-	for i, m := range rs.answer {
+	n, ttl := len(rs.answer), minTTL(rs.answer)
+	var count int
+	for _, m := range rs.answer {
 		if q.Type == 1 && m.ip4.IsValid() || q.Type == 28 && m.ip6.IsValid() {
 			count++
-		}
-		if i == 0 || m.ttl < ttl {
-			ttl = m.ttl
 		}
 	}
 	rdlen := uint16(4)
 	if q.Type == 28 {
 		rdlen = 16
 	}
-	size := 12 + len(q.Raw) + 4 + int(count)*(12+int(rdlen))
+	size := 12 + len(q.Raw) + 4 + count*(12+int(rdlen))
 	if q.EDNS {
 		size += dnswire.OPTLen
 	}
@@ -58,15 +55,8 @@ func (r *Resolver) AppendAnswer(dst []byte, q *dnswire.Query, src netip.Addr) ([
 	if rs.failOpen {
 		r.Stats.FailOpen.Add(1)
 	}
-	var ar uint16
-	if q.EDNS {
-		ar = 1
-	}
-	dst = dnswire.AppendHeader(dst, q, dnswire.FlagAA|dnswire.FlagRA, 0, uint16(count), 0, ar)
-	start := 0
-	if n > 1 {
-		start = int(rs.next.Add(1)-1) % n
-	}
+	dst = dnswire.AppendHeader(dst, q, dnswire.FlagAA|dnswire.FlagRA, 0, uint16(count), 0, q.ARCount())
+	start := rs.start()
 	for i := range n {
 		m := rs.answer[(start+i)%n]
 		if q.Type == 1 && m.ip4.IsValid() {

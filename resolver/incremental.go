@@ -155,6 +155,7 @@ func (s *snapshot) clone(t Topology) *snapshot {
 		ords:       make([]uint64, len(t.Containers)),
 		opts:       s.opts,
 		domain:     s.domain,
+		zoneSuffix: s.zoneSuffix,
 		tables:     slices.Clone(s.tables),
 		slots:      s.slots,
 		all:        s.all,

@@ -162,10 +162,9 @@ func compareSnapshots(t *testing.T, step string, got, want *snapshot, top Topolo
 	// Both start their round-robin cursors at zero, so rotation must agree too.
 	resetCursors(got)
 	resetCursors(want)
-	if gn, gc := rGot.Size(); true {
-		if wn, wc := rWant.Size(); gn != wn || gc != wc {
-			t.Fatalf("%s: size = %d names %d containers, want %d %d", step, gn, gc, wn, wc)
-		}
+	gn, gc := rGot.Size()
+	if wn, wc := rWant.Size(); gn != wn || gc != wc {
+		t.Fatalf("%s: size = %d names %d containers, want %d %d", step, gn, gc, wn, wc)
 	}
 
 	names := []string{"nope", "web.p1", "db.p2", "x", "y.z", "docker"}

@@ -134,9 +134,13 @@ func (r *Resolver) Resolve(req *dns.Msg, src netip.Addr, maxSize int) (resp *dns
 	name := strings.ToLower(strings.TrimSuffix(q.Name, "."))
 	nets, project := s.view(src)
 
-	if addr, ok := ptrName(name); ok && q.Qtype == dns.TypePTR {
+	addr, isPTR := netip.Addr{}, false
+	if q.Qtype == dns.TypePTR {
+		addr, isPTR = ptrName(name)
+	}
+	if isPTR {
 		resp = s.answerPTR(req, nets, addr)
-	} else if name == s.domain || strings.HasSuffix(name, "."+s.domain) {
+	} else if name == s.domain || strings.HasSuffix(name, s.zoneSuffix) {
 		resp = r.answerZone(s, req, nets, project, name)
 	} else {
 		resp = r.answerName(s, req, nets, project, name, false)
@@ -211,24 +215,29 @@ func (r *Resolver) answerName(s *snapshot, req *dns.Msg, nets []int32, project, 
 	if rs == nil {
 		return nil
 	}
+	switch {
+	case q.Qtype == dns.TypeSRV && srvService == "" && !inZone:
+		return nil // SRV for a plain container name: Docker forwards it
+	case !inZone && !answeredLocally(q.Qtype):
+		return nil // Docker forwards the other types
+	}
 	rs = scoped(rs, project)
 	if rs.failOpen {
 		r.Stats.FailOpen.Add(1)
 	}
 	resp := reply(req)
-	members := rotate(rs)
+	start, n := rs.start(), len(rs.answer)
 	switch q.Qtype {
 	case dns.TypeA, dns.TypeAAAA:
-		for _, m := range members {
-			if rr := addrRecord(q.Name, q.Qtype, m, minTTL(members)); rr != nil {
+		ttl := minTTL(rs.answer)
+		for i := range n {
+			if rr := addrRecord(q.Name, q.Qtype, rs.answer[(start+i)%n], ttl); rr != nil {
 				resp.Answer = append(resp.Answer, rr)
 			}
 		}
 	case dns.TypeSRV:
-		if srvService == "" && !inZone {
-			return nil // SRV for a plain container name: Docker forwards it
-		}
-		for _, m := range members {
+		for i := range n {
+			m := rs.answer[(start+i)%n]
 			for _, p := range m.ports {
 				if !srvMatch(p, srvService, srvProto) {
 					continue
@@ -253,10 +262,6 @@ func (r *Resolver) answerName(s *snapshot, req *dns.Msg, nets []int32, project, 
 		resp.Answer = append(resp.Answer, &dns.HINFO{Hdr: header(q.Name, dns.TypeHINFO, s.opts.TTL), Cpu: "RFC8482"})
 	case dns.TypeMX:
 		// Docker answers MX for container names with an empty NOERROR.
-	default:
-		if !inZone {
-			return nil // Docker forwards the other types
-		}
 	}
 	if len(resp.Answer) == 0 && inZone {
 		resp.Ns = append(resp.Ns, s.soa())
@@ -264,17 +269,23 @@ func (r *Resolver) answerName(s *snapshot, req *dns.Msg, nets []int32, project, 
 	return resp
 }
 
-// rotate returns the answer set starting one further along each call, so load
-// spreads evenly across replicas.
-func rotate(rs *rrset) []*member {
-	n := len(rs.answer)
-	if n < 2 {
-		return rs.answer
+// answeredLocally reports whether a known non-zone name is answered here for
+// qtype; Docker forwards every other type, and so do we.
+func answeredLocally(qtype uint16) bool {
+	switch qtype {
+	case dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypeANY, dns.TypeMX:
+		return true
 	}
-	start := int(rs.next.Add(1)-1) % n
-	out := make([]*member, 0, n)
-	out = append(out, rs.answer[start:]...)
-	return append(out, rs.answer[:start]...)
+	return false
+}
+
+// start returns where this answer begins in the set: one further along each
+// call, so load spreads evenly across replicas.
+func (rs *rrset) start() int {
+	if len(rs.answer) < 2 {
+		return 0
+	}
+	return int(rs.next.Add(1)-1) % len(rs.answer)
 }
 
 func minTTL(ms []*member) uint32 {

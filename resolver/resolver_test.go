@@ -218,8 +218,11 @@ func TestResolveStrictHealth(t *testing.T) {
 		t.Fatal("strict policy counted a fail-open")
 	}
 	fo := newTestResolver(t, Options{})
+	if _, ours := ask(fo, client, "allbad.", dns.TypeTXT); ours {
+		t.Fatal("TXT for a container name was answered, not forwarded")
+	}
 	ask(fo, client, "allbad.", dns.TypeA)
-	if fo.Stats.FailOpen.Load() != 1 {
+	if fo.Stats.FailOpen.Load() != 1 { // the forwarded TXT is not a fail-open answer
 		t.Fatalf("fail-open count = %d, want 1", fo.Stats.FailOpen.Load())
 	}
 }

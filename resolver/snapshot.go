@@ -18,10 +18,11 @@ import (
 // everything else. Both give the same answers; the equivalence test holds
 // them to it.
 type snapshot struct {
-	topo   Topology
-	ords   []uint64 // per topo.Containers: keys that sort in container order (see update)
-	opts   Options
-	domain string // lower-cased zone without the trailing dot, e.g. "docker"
+	topo       Topology
+	ords       []uint64 // per topo.Containers: keys that sort in container order (see update)
+	opts       Options
+	domain     string // lower-cased zone without the trailing dot, e.g. "docker"
+	zoneSuffix string // "." + domain, for suffix checks on the query path
 
 	// tables are the networks by slot. Queriers and addresses refer to a
 	// network by slot, so a changed table is replaced in this slice alone.
@@ -93,10 +94,11 @@ const ordStep = 1 << 32
 // instead of allocating each one.
 func buildSnapshot(t Topology, o Options) *snapshot {
 	s := &snapshot{
-		topo:   t,
-		opts:   o,
-		domain: strings.TrimSuffix(strings.ToLower(o.Domain), "."),
-		slots:  make(map[string]int32, len(t.Networks)),
+		topo:       t,
+		opts:       o,
+		domain:     strings.TrimSuffix(o.Domain, "."), // withDefaults lower-cased it
+		zoneSuffix: "." + strings.TrimSuffix(o.Domain, "."),
+		slots:      make(map[string]int32, len(t.Networks)),
 	}
 	for _, n := range t.Networks {
 		s.table(n.Name)
@@ -447,10 +449,8 @@ func (s *snapshot) lookupService(nets []int32, name string) *rrset {
 }
 
 func (s *snapshot) findNet(nets []int32, lname string) *netTable {
-	for _, slot := range nets {
-		if nt := s.tables[slot]; strings.EqualFold(nt.name, lname) {
-			return nt
-		}
+	if slot, ok := s.slots[lname]; ok && slices.Contains(nets, slot) {
+		return s.tables[slot]
 	}
 	return nil
 }

@@ -54,18 +54,7 @@ func BenchmarkPublish10kOneChanged(b *testing.B) {
 	t2 := t1
 	t2.Containers = append([]Container(nil), t1.Containers...)
 	t2.Containers[5000].Health = HealthUnhealthy
-	r := New(Options{})
-	r.Publish(t1) // the first, full build is not the event measured
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		if i%2 == 0 {
-			r.Publish(t2)
-		} else {
-			r.Publish(t1)
-		}
-		i++
-	}
+	benchmarkAlternate(b, t1, t2)
 }
 
 // BenchmarkPublish10kStartStop is a container starting in the middle of the
@@ -76,16 +65,19 @@ func BenchmarkPublish10kStartStop(b *testing.B) {
 	extra := bigTopology(10001).Containers[10000]
 	extra.Name = "c5000a"
 	t2.Containers = slices.Insert(slices.Clone(t1.Containers), 5001, extra)
+	benchmarkAlternate(b, t1, t2)
+}
+
+// benchmarkAlternate publishes t2 and t1 in turn, after a first full build of
+// t1 that is not measured, so each operation is one event.
+func benchmarkAlternate(b *testing.B, t1, t2 Topology) {
 	r := New(Options{})
 	r.Publish(t1)
 	b.ReportAllocs()
+	next := [2]Topology{t2, t1}
 	i := 0
 	for b.Loop() {
-		if i%2 == 0 {
-			r.Publish(t2)
-		} else {
-			r.Publish(t1)
-		}
+		r.Publish(next[i%2])
 		i++
 	}
 }
