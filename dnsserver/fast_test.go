@@ -10,6 +10,8 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sidedns/sidedns/dnswire"
 	"github.com/sidedns/sidedns/resolver"
@@ -124,7 +126,9 @@ func FuzzFastUDP(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	s, err := New(Config{Listen: []string{"127.0.0.1:0"}, Local: realResolver(), Upstream: cache})
+	// fastUDP recovers its own panics; the log is how a fuzz run sees one.
+	core, logs := observer.New(zap.ErrorLevel)
+	s, err := New(Config{Listen: []string{"127.0.0.1:0"}, Local: realResolver(), Upstream: cache, Logger: zap.New(core)})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -149,6 +153,9 @@ func FuzzFastUDP(f *testing.F) {
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		var q dnswire.Query
 		reply, ok := s.fastUDP(nil, pkt, src, true, &q)
+		if logs.Len() > 0 {
+			t.Fatalf("fast path logged an error: %v", logs.TakeAll()[0].Message)
+		}
 		if !ok {
 			return
 		}
@@ -173,7 +180,8 @@ func TestOverlongNameIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cache.Close() })
-	s, addr := startServer(t, Config{Local: realResolver(), Upstream: cache})
+	core, logs := observer.New(zap.ErrorLevel)
+	s, addr := startServer(t, Config{Local: realResolver(), Upstream: cache, Logger: zap.New(core)})
 	conn, err := net.Dial("udp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -184,6 +192,9 @@ func TestOverlongNameIsDropped(t *testing.T) {
 	}
 	waitFor(t, "the malformed count", func() bool { return s.Stats.Malformed.Load() == 1 })
 	mustQuery(t, addr, "udp", "web.", 0)
+	if logs.Len() > 0 {
+		t.Fatalf("the server logged an error (a recovered panic?): %s", logs.All()[0].Message)
+	}
 }
 
 // overlongQuery is a query for a name of four 63-octet labels (257 octets).

@@ -95,14 +95,15 @@ type Server struct {
 	Stats   Stats
 	metrics *metrics
 
-	listen   []netip.AddrPort
-	local    Local
-	log      *zap.Logger
-	timeout  time.Duration
-	logRate  float64
-	limiter  *limiter
-	allow    atomic.Pointer[[]netip.Prefix]
-	upstream atomic.Pointer[exchangerBox]
+	listen    []netip.AddrPort
+	local     Local
+	fastLocal FastLocal // local, when it has the wire fast path; else nil
+	log       *zap.Logger
+	timeout   time.Duration
+	logRate   float64
+	limiter   *limiter
+	allow     atomic.Pointer[[]netip.Prefix]
+	upstream  atomic.Pointer[exchangerBox]
 
 	baseCtx context.Context
 	cancel  context.CancelFunc
@@ -118,7 +119,12 @@ type Server struct {
 	slowWG   sync.WaitGroup // UDP queries handed to ServeDNS
 }
 
-type exchangerBox struct{ ex upstream.Exchanger }
+// exchangerBox holds the upstream and, when it has one, its wire hit path, so
+// the query path does not type-assert per packet.
+type exchangerBox struct {
+	ex   upstream.Exchanger
+	fast FastCache
+}
 
 // New validates cfg and returns a Server that is not yet listening.
 func New(cfg Config) (*Server, error) {
@@ -158,6 +164,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.limiter = newLimiter(cfg.RateLimit, now)
 	}
+	s.fastLocal, _ = cfg.Local.(FastLocal)
 	s.SetAllow(cfg.Allow)
 	s.SetUpstream(cfg.Upstream)
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
@@ -198,7 +205,8 @@ func (s *Server) SetAllow(allow []netip.Prefix) {
 
 // SetUpstream replaces the upstream Exchanger (SIGHUP reload).
 func (s *Server) SetUpstream(ex upstream.Exchanger) {
-	s.upstream.Store(&exchangerBox{ex: ex})
+	fast, _ := ex.(FastCache)
+	s.upstream.Store(&exchangerBox{ex: ex, fast: fast})
 }
 
 // Start binds every listen address on UDP and TCP and starts serving. On error
@@ -434,7 +442,7 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, rateLimit bool) {
 	resp, from := s.forward(req, tcp)
 	s.Stats.Forwarded.Add(1)
 	if opt == nil {
-		stripOPT(resp) // RFC 6891 7: no OPT in a reply to a query without one
+		upstream.StripOPT(resp) // RFC 6891 7: no OPT in a reply to a query without one
 	}
 	reply(resp, from, size)
 }
@@ -465,7 +473,8 @@ func (s *Server) forward(req *dns.Msg, tcp bool) (*dns.Msg, source) {
 			zap.String("type", dns.TypeToString[q.Qtype]), zap.Error(err))
 		return rcode(req, dns.RcodeServerFailure), srcServer
 	}
-	// The forwarder may have used its own ID and question case.
+	// Exchangers from upstream restore the client's ID and question case; an
+	// Exchanger from elsewhere may not.
 	resp.Id = id
 	if len(resp.Question) == 1 {
 		resp.Question[0].Name = q.Name
@@ -556,17 +565,4 @@ func rcode(req *dns.Msg, rc int) *dns.Msg {
 		m.SetEdns0(dnswire.EDNSSize, opt.Do())
 	}
 	return m
-}
-
-func stripOPT(m *dns.Msg) {
-	if m.IsEdns0() == nil {
-		return
-	}
-	extra := m.Extra[:0:0]
-	for _, rr := range m.Extra {
-		if rr.Header().Rrtype != dns.TypeOPT {
-			extra = append(extra, rr)
-		}
-	}
-	m.Extra = extra
 }

@@ -98,15 +98,15 @@ func (s *Server) fastUDP(dst, pkt []byte, src netip.Addr, allowed bool, q *dnswi
 		}
 		return reply, true
 	}
-	if fl, ok := s.local.(FastLocal); ok {
-		if reply, ok := fl.AppendAnswer(dst, q, src); ok {
+	if s.fastLocal != nil {
+		if reply, ok := s.fastLocal.AppendAnswer(dst, q, src); ok {
 			s.Stats.Queries.Add(1)
 			s.Stats.Local.Add(1)
 			s.metrics.observe(q.Type, 0, srcLocal, start)
 			return reply, true
 		}
 	}
-	if fc, ok := s.upstream.Load().ex.(FastCache); ok {
+	if fc := s.upstream.Load().fast; fc != nil {
 		if reply, ok := fc.AppendHitQuery(dst, q, false); ok {
 			s.Stats.Queries.Add(1)
 			s.Stats.Forwarded.Add(1)

@@ -327,15 +327,9 @@ func (e *cacheEntry) matches(key []byte) bool {
 
 // keyInto rebuilds e's key in buf.
 func (e *cacheEntry) keyInto(buf *[cacheMaxKey]byte) []byte {
-	n := copy(buf[:], e.wire[12:12+e.nameLen+4])
-	buf[n] = e.flags
-	k := buf[:n+1]
-	for i := range e.nameLen {
-		if b := k[i]; 'A' <= b && b <= 'Z' {
-			k[i] = b + 'a' - 'A'
-		}
-	}
-	return k
+	n := copy(buf[:], e.wire[12:12+e.nameLen])
+	t := e.wire[12+n:]
+	return cacheFinishKey(buf, n, binary.BigEndian.Uint16(t), binary.BigEndian.Uint16(t[2:]), e.flags)
 }
 
 // Exchange answers m from the cache or from next. The reply is the caller's
@@ -456,13 +450,7 @@ func cachePatchReply(r, req *dns.Msg) {
 	if len(r.Question) == 1 && len(req.Question) == 1 {
 		r.Question[0].Name = req.Question[0].Name
 	}
-	kept := r.Extra[:0]
-	for _, rr := range r.Extra {
-		if rr.Header().Rrtype != dns.TypeOPT {
-			kept = append(kept, rr)
-		}
-	}
-	r.Extra = kept
+	StripOPT(r)
 	if opt := req.IsEdns0(); opt != nil {
 		r.SetEdns0(cacheEDNSSize, opt.Do())
 	}
@@ -471,8 +459,7 @@ func cachePatchReply(r, req *dns.Msg) {
 // cacheQuery is the query the cache sends upstream for q: no client ID, no
 // client EDNS options, only what the key says.
 func cacheQuery(q dns.Question, do, cd bool) *dns.Msg {
-	m := new(dns.Msg)
-	m.Id = dns.Id()
+	m := new(dns.Msg) // the forwarder gives it a fresh ID per try
 	m.RecursionDesired = true
 	m.CheckingDisabled = cd
 	m.Question = []dns.Question{q}
@@ -571,13 +558,7 @@ func (c *Cache) newEntry(m *dns.Msg, key []byte, q dns.Question) *cacheEntry {
 	r := m.Copy()
 	r.Id = 0
 	r.Compress = true
-	kept := r.Extra[:0]
-	for _, rr := range r.Extra {
-		if rr.Header().Rrtype != dns.TypeOPT {
-			kept = append(kept, rr)
-		}
-	}
-	r.Extra = kept
+	StripOPT(r)
 
 	// Every record is served with one TTL, so it is the smallest of them.
 	ttl := ^uint32(0)

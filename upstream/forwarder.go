@@ -353,14 +353,7 @@ func toClient(r, m *dns.Msg, clientOPT bool) *dns.Msg {
 		r.Question = append(r.Question[:0], m.Question[0])
 	}
 	if !clientOPT {
-		extra := r.Extra[:0]
-		for _, rr := range r.Extra {
-			if rr.Header().Rrtype != dns.TypeOPT {
-				extra = append(extra, rr)
-			}
-		}
-		clear(r.Extra[len(extra):])
-		r.Extra = extra
+		StripOPT(r)
 	}
 	return r
 }

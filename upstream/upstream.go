@@ -23,6 +23,20 @@ var ErrOverloaded = errors.New("too many outstanding upstream queries")
 // network error); the server answers SERVFAIL, or the cache serves stale.
 var ErrAllFailed = errors.New("all upstreams failed")
 
+// StripOPT removes the OPT record from m, in place: a reply to a query that
+// had none must not carry one (RFC 6891 7), and cached replies get the
+// client's own later.
+func StripOPT(m *dns.Msg) {
+	kept := m.Extra[:0]
+	for _, rr := range m.Extra {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			kept = append(kept, rr)
+		}
+	}
+	clear(m.Extra[len(kept):])
+	m.Extra = kept
+}
+
 type tcpKey struct{}
 
 // WithTCP marks ctx as coming from a TCP client, so the query is forwarded over TCP.
