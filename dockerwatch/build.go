@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/docker/docker/api/types/container"
@@ -251,15 +250,13 @@ func exposedPorts[K ~string, V any](set map[K]V) []resolver.Port {
 	}
 	ports := make([]resolver.Port, 0, len(set))
 	for k := range set {
-		port, proto, _ := strings.Cut(string(k), "/")
-		if proto == "" {
-			proto = "tcp" // Docker's default when none is given
+		spec := string(k)
+		if !strings.Contains(spec, "/") {
+			spec += "/tcp" // Docker's default when none is given
 		}
-		n, err := strconv.ParseUint(port, 10, 16)
-		if err != nil || n == 0 || (proto != "tcp" && proto != "udp") {
-			continue
+		if p, err := parsePortProto(spec); err == nil {
+			ports = append(ports, p)
 		}
-		ports = append(ports, resolver.Port{Port: uint16(n), Proto: proto})
 	}
 	return ports
 }

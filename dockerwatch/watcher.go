@@ -74,10 +74,9 @@ const (
 
 // Stats are counters the ops surface exports.
 type Stats struct {
-	Events    atomic.Uint64 // table-relevant events received
-	Resyncs   atomic.Uint64 // full list-and-inspect passes started
-	Errors    atomic.Uint64 // failed sessions: unreachable daemon, broken stream, failed calls
-	Publishes atomic.Uint64 // topologies handed to publish
+	Events  atomic.Uint64 // table-relevant events received
+	Resyncs atomic.Uint64 // full list-and-inspect passes started
+	Errors  atomic.Uint64 // failed sessions: unreachable daemon, broken stream, failed calls
 }
 
 // Watcher mirrors Docker into resolver.Topology values. It subscribes to
@@ -93,7 +92,6 @@ type Watcher struct {
 
 	Stats     Stats
 	ready     atomic.Bool
-	synced    bool // the first sync was logged; owned by Run
 	connected atomic.Bool
 
 	q queue
@@ -201,11 +199,11 @@ func (w *Watcher) session(ctx context.Context) (synced bool, err error) {
 		<-done // no stale events from this stream reach the next session
 	}()
 
+	first := !w.ready.Load()
 	if err := w.resync(sctx); err != nil {
 		return false, err
 	}
-	if !w.synced {
-		w.synced = true
+	if first {
 		w.log.Info("docker sync complete", zap.Int("containers", len(w.containers)), zap.Int("networks", len(w.networks)))
 	} else if w.failing {
 		w.log.Info("docker watch restored", zap.Int("containers", len(w.containers)))
@@ -626,7 +624,6 @@ func (w *Watcher) publishAll() {
 
 func (w *Watcher) send(topo resolver.Topology) {
 	w.last, w.published = topo, true
-	w.Stats.Publishes.Add(1)
 	w.publish(topo)
 }
 

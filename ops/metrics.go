@@ -5,9 +5,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// Namespace prefixes every sidedns metric name.
-const Namespace = "sidedns"
-
 // NewRegistry returns a registry with the Go runtime (go_*), process
 // (process_*) and build info collectors registered. sidedns uses its own
 // registry rather than the global default so tests can build many servers.
@@ -30,9 +27,9 @@ func NewRegistry() *prometheus.Registry {
 //		"Queries sent to each upstream.", []string{"upstream"}, nil)
 //	reg.MustRegister(ops.NewFuncCollector([]*prometheus.Desc{desc},
 //		func(ch chan<- prometheus.Metric) {
-//			for _, u := range fwd.Upstreams() {
+//			for _, st := range fwd.ServerStats() {
 //				ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue,
-//					float64(u.Stats.Queries.Load()), u.Addr)
+//					float64(st.Queries), st.Spec.String())
 //			}
 //		}))
 func NewFuncCollector(descs []*prometheus.Desc, collect func(ch chan<- prometheus.Metric)) prometheus.Collector {

@@ -162,7 +162,7 @@ func (s *Server) Start() error {
 	}
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("listen ops http on %s (choose another address with --http): %w", s.cfg.Addr, err)
+		return fmt.Errorf("listen ops http on %s: %w (use --http to pick another address, or --http=off)", s.cfg.Addr, err)
 	}
 	s.ln = ln
 	s.srv = &http.Server{

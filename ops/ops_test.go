@@ -222,7 +222,7 @@ func TestMetrics(t *testing.T) {
 	var n atomic.Int64
 	n.Store(42)
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Namespace: ops.Namespace, Name: "test_events_total", Help: "Test counter.",
+		Namespace: "sidedns", Name: "test_events_total", Help: "Test counter.",
 	}, func() float64 { return float64(n.Load()) }))
 	_, base := startServer(t, ops.Config{Registry: reg})
 	code, _, body := get(t, base+"/metrics")

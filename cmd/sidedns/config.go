@@ -201,7 +201,8 @@ healthcheck asks URL (default: /readyz on --http) and exits 0 on HTTP 200,
 Every flag has an environment twin, SIDEDNS_<FLAG> (upper case, dashes as
 underscores); the command line wins over the environment. Repeatable flags
 take the flag several times, or a comma-separated list in either place.
-SIGHUP re-reads --resolv-conf; SIGTERM and SIGINT drain queries and exit.
+SIGHUP re-reads --config and --resolv-conf and applies the upstreams, TTL,
+domain, health policy and allow list; SIGTERM and SIGINT drain queries and exit.
 
 Flags:
 `)

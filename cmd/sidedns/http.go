@@ -1,12 +1,6 @@
 package main
 
-import (
-	"fmt"
-
-	"go.uber.org/zap"
-
-	"github.com/sidedns/sidedns/ops"
-)
+import "github.com/sidedns/sidedns/ops"
 
 // startHTTP serves the ops surface on --http: /metrics, /healthz, /readyz,
 // /api/v1/records and the live page.
@@ -25,9 +19,8 @@ func (a *app) startHTTP(cfg config) error {
 		Extra:    a.pageState,
 	})
 	if err := a.ops.Start(); err != nil {
-		return fmt.Errorf("%w (use --http to pick another address, or --http=off)", err)
+		return err // it names the address and suggests --http
 	}
 	a.stopHTTP = a.ops.Shutdown
-	a.log.Info("http listening", zap.String("addr", a.ops.Addr()))
 	return nil
 }

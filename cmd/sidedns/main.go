@@ -295,8 +295,7 @@ func (a *app) reload(prev, next config) {
 		fields = append(fields, zap.String("allow", allow))
 	}
 	a.log.Info("reloaded", fields...)
-	restart := reflect.DeepEqual(withReloadable(prev, next), next)
-	if !restart {
+	if allApplied := reflect.DeepEqual(withReloadable(prev, next), next); !allApplied {
 		a.log.Warn("some changed settings take effect only after a restart")
 	}
 }

@@ -68,15 +68,15 @@ func TestREADMEFlagTable(t *testing.T) {
 	t.Errorf("README.md's flag table differs from sidedns --help; run go test ./cmd/sidedns -run TestREADMEFlagTable -update-readme\ngot:\n%s\nwant:\n%s", got, want)
 }
 
-// Every flag in --help is in the table, with its env twin.
+// Every flag is documented in --help, with its argument, env twin and text.
 func TestHelpListsEveryTableFlag(t *testing.T) {
 	var help bytes.Buffer
 	printUsage(&help)
 	var c config
 	for _, s := range flagSpecs(&c) {
 		for _, want := range []string{"--" + s.name + " " + s.arg, envName(s.name), s.help} {
-			if !strings.Contains(help.String(), want) || !strings.Contains(flagTable(), strings.ReplaceAll(want, "|", `\|`)) {
-				t.Errorf("%q is not in both --help and the README table", want)
+			if !strings.Contains(help.String(), want) {
+				t.Errorf("%q is not in --help", want)
 			}
 		}
 	}
