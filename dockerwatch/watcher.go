@@ -203,9 +203,7 @@ func (w *Watcher) session(ctx context.Context) (synced bool, err error) {
 	if err := w.resync(sctx); err != nil {
 		return false, err
 	}
-	if first {
-		w.log.Info("docker sync complete", zap.Int("containers", len(w.containers)), zap.Int("networks", len(w.networks)))
-	} else if w.failing {
+	if !first && w.failing { // the first sync logs itself, in resync
 		w.log.Info("docker watch restored", zap.Int("containers", len(w.containers)))
 	}
 	w.failing = false
@@ -455,7 +453,9 @@ func (w *Watcher) resync(ctx context.Context) error {
 	// Ready before the publish, so whoever the publish wakes (the live page)
 	// already sees the watcher as synced.
 	w.connected.Store(true)
-	w.ready.Store(true)
+	if !w.ready.Swap(true) {
+		w.log.Info("docker sync complete", zap.Int("containers", len(w.containers)), zap.Int("networks", len(w.networks)))
+	}
 	w.publishAll()
 	return nil
 }

@@ -364,9 +364,21 @@ func addName(names []string, n string) []string {
 // would say (a nil slice differs from an empty one), without reflection:
 // publishers call it on every change to skip unchanged tables.
 func EqualTopology(a, b Topology) bool {
-	return equalNetworks(a.Networks, b.Networks) && nilness(a.Containers, b.Containers) && slices.EqualFunc(a.Containers, b.Containers, func(x, y Container) bool {
-		return EqualContainer(&x, &y)
-	})
+	if !equalNetworks(a.Networks, b.Networks) || !nilness(a.Containers, b.Containers) {
+		return false
+	}
+	if sameArray(a.Containers, b.Containers) {
+		return true
+	}
+	if len(a.Containers) != len(b.Containers) {
+		return false
+	}
+	for i := range a.Containers {
+		if !EqualContainer(&a.Containers[i], &b.Containers[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // EqualContainer is EqualTopology for one container.
