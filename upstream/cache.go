@@ -431,15 +431,28 @@ func (e *cacheEntry) reply(req *dns.Msg, ttl uint32) (*dns.Msg, error) {
 		// stored case stays, which is still a correct answer.
 		dns.PackDomainName(req.Question[0].Name, w[:12+e.nameLen], 12, nil, false) //nolint:errcheck // see above
 	}
-	for _, off := range e.ttlOffs {
-		binary.BigEndian.PutUint32(w[off:], ttl)
-	}
+	e.patch(w, req.Id, req.RecursionDesired, ttl)
 	r := new(dns.Msg)
 	if err := r.Unpack(w); err != nil {
 		return nil, fmt.Errorf("unpack cached reply: %w", err)
 	}
-	cachePatchReply(r, req)
+	if opt := req.IsEdns0(); opt != nil { // stored replies have no OPT
+		r.SetEdns0(cacheEDNSSize, opt.Do())
+	}
 	return r, nil
+}
+
+// patch writes the client's ID and RD bit and the remaining TTL into w, a
+// copy of e.wire.
+func (e *cacheEntry) patch(w []byte, id uint16, rd bool, ttl uint32) {
+	binary.BigEndian.PutUint16(w, id)
+	w[2] &^= 0x01
+	if rd {
+		w[2] |= 0x01
+	}
+	for _, off := range e.ttlOffs {
+		binary.BigEndian.PutUint32(w[off:], ttl)
+	}
 }
 
 // cachePatchReply gives r the client's ID, RD bit and question case, and an
@@ -783,15 +796,8 @@ func (c *Cache) AppendHitQuery(dst []byte, q *dnswire.Query, tcp bool) ([]byte, 
 	start := len(dst)
 	dst = append(dst, e.wire...)
 	out := dst[start:]
-	binary.BigEndian.PutUint16(out, q.ID)
-	out[2] &^= 0x01 // RD is the client's
-	if q.RD {
-		out[2] |= 0x01
-	}
 	copy(out[12:12+e.nameLen], q.Raw)
-	for _, off := range e.ttlOffs {
-		binary.BigEndian.PutUint32(out[off:], ttl)
-	}
+	e.patch(out, q.ID, q.RD, ttl)
 	if q.EDNS {
 		dst = dnswire.AppendOPT(dst, cacheEDNSSize, q.DO)
 		ar := binary.BigEndian.Uint16(dst[start+10:])

@@ -229,24 +229,8 @@ func (f *Forwarder) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) 
 	tcp := IsTCP(ctx)
 
 	var lastErr error
-	tried := false
-	for _, s := range list {
-		if s.down() {
-			continue
-		}
-		tried = true
+	for _, s := range candidates(list) {
 		r, err := f.try(ctx, s, q, tcp)
-		if err == nil {
-			return toClient(r, m, clientOPT), nil
-		}
-		if cerr := callerDone(ctx); cerr != nil {
-			return nil, ctxErr(cerr, m)
-		}
-		lastErr = err
-	}
-	if !tried {
-		// All down: the health view may be stale, so try one anyway.
-		r, err := f.try(ctx, leastFailed(list), q, tcp)
 		if err == nil {
 			return toClient(r, m, clientOPT), nil
 		}
@@ -313,6 +297,21 @@ func (f *Forwarder) try(ctx context.Context, s *server, q *dns.Msg, tcp bool) (*
 		return nil, fmt.Errorf("query %s: rcode %s", s.spec, dns.RcodeToString[r.Rcode])
 	}
 	return r, nil
+}
+
+// candidates are the servers to try, in order: the ones that are up, or, when
+// all are down, the least failed one, since the health view may be stale.
+func candidates(list []*server) []*server {
+	up := make([]*server, 0, len(list))
+	for _, s := range list {
+		if !s.down() {
+			up = append(up, s)
+		}
+	}
+	if len(up) == 0 {
+		up = append(up, leastFailed(list))
+	}
+	return up
 }
 
 func leastFailed(list []*server) *server {
