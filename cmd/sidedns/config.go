@@ -89,10 +89,10 @@ func flagSpecs(c *config) []flagSpec {
 			false, &stringValue{dst: &c.Config, parse: nonEmpty}},
 		{"listen", "ip[:port]", "address to serve DNS on, UDP and TCP (port 53 if omitted). " +
 			"Default: 127.0.0.1:53, plus the docker0 bridge's IPv4 address (usually 172.17.0.1:53) when that interface exists",
-			true, &listValue{dst: &c.Listen, parse: checkListen}},
+			true, &listValue[string]{dst: &c.Listen, parse: checkListen}},
 		{"upstream", "server", "upstream resolver: ip[:port], tcp://ip[:port], tls://host[:port][#tls-name]. " +
 			"Default: the nameservers in --resolv-conf, minus sidedns's own addresses and 127.0.0.11",
-			true, &specsValue{dst: &c.Upstream}},
+			true, &listValue[upstream.Spec]{dst: &c.Upstream, parse: upstream.ParseSpec}},
 		{"resolv-conf", "path", "resolv.conf to take upstreams from when --upstream is not given; re-read on SIGHUP",
 			false, &stringValue{dst: &c.ResolvConf, parse: nonEmpty}},
 		{"http", "ip:port", "address for /metrics, /healthz, /readyz, /api/v1/records and the live page; empty or off disables",
@@ -116,7 +116,7 @@ func flagSpecs(c *config) []flagSpec {
 		{"max-concurrent", "n", "outstanding upstream queries; past it clients get REFUSED",
 			false, &intValue{dst: &c.MaxConcurrent, min: 1}},
 		{"allow", "cidr", "sources allowed to query. Default: loopback plus the subnets of the Docker networks sidedns sees",
-			true, &prefixesValue{dst: &c.Allow}},
+			true, &listValue[netip.Prefix]{dst: &c.Allow, parse: parsePrefix}},
 		{"rate-limit", "qps", "queries per second per source (burst: twice that); past it UDP queries are dropped and TCP ones REFUSED; 0 disables",
 			false, &floatValue{dst: &c.RateLimit, min: 0, max: 1e9}},
 		{"log-format", "json|console", "log encoding",
@@ -300,35 +300,6 @@ func checkListen(s string) (string, error) {
 	return ap.String(), nil
 }
 
-// listValue is a repeatable flag. The first Set replaces the default; each
-// value may hold a comma-separated list.
-type listValue struct {
-	dst   *[]string
-	parse func(string) (string, error)
-	set   bool
-}
-
-func (v *listValue) String() string {
-	if v.dst == nil {
-		return ""
-	}
-	return strings.Join(*v.dst, ",")
-}
-
-func (v *listValue) Set(s string) error {
-	return setList(s, func(item string) error {
-		p, err := v.parse(item)
-		if err != nil {
-			return err
-		}
-		if !v.set {
-			*v.dst, v.set = nil, true
-		}
-		*v.dst = append(*v.dst, p)
-		return nil
-	})
-}
-
 // setList calls add for every comma-separated item of s.
 func setList(s string, add func(string) error) error {
 	n := 0
@@ -348,62 +319,35 @@ func setList(s string, add func(string) error) error {
 	return nil
 }
 
-type specsValue struct {
-	dst *[]upstream.Spec
-	set bool
+// listValue is a repeatable flag: the first Set replaces the default, later
+// ones append, and each takes a comma-separated list.
+type listValue[T any] struct {
+	dst   *[]T
+	parse func(string) (T, error)
+	set   bool
 }
 
-func (v *specsValue) String() string {
+func (v *listValue[T]) String() string {
 	if v.dst == nil {
 		return ""
 	}
-	var b []string
-	for _, s := range *v.dst {
-		b = append(b, s.String())
+	b := make([]string, 0, len(*v.dst))
+	for _, x := range *v.dst {
+		b = append(b, fmt.Sprint(x)) // Spec and Prefix print as they parse
 	}
 	return strings.Join(b, ",")
 }
 
-func (v *specsValue) Set(s string) error {
+func (v *listValue[T]) Set(s string) error {
 	return setList(s, func(item string) error {
-		spec, err := upstream.ParseSpec(item)
+		x, err := v.parse(item)
 		if err != nil {
 			return err
 		}
 		if !v.set {
 			*v.dst, v.set = nil, true
 		}
-		*v.dst = append(*v.dst, spec)
-		return nil
-	})
-}
-
-type prefixesValue struct {
-	dst *[]netip.Prefix
-	set bool
-}
-
-func (v *prefixesValue) String() string {
-	if v.dst == nil {
-		return ""
-	}
-	var b []string
-	for _, p := range *v.dst {
-		b = append(b, p.String())
-	}
-	return strings.Join(b, ",")
-}
-
-func (v *prefixesValue) Set(s string) error {
-	return setList(s, func(item string) error {
-		p, err := parsePrefix(item)
-		if err != nil {
-			return err
-		}
-		if !v.set {
-			*v.dst, v.set = nil, true
-		}
-		*v.dst = append(*v.dst, p)
+		*v.dst = append(*v.dst, x)
 		return nil
 	})
 }
