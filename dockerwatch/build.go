@@ -70,7 +70,7 @@ func buildNetworks(networks []network.Summary) ([]resolver.Network, map[string]b
 	internal := make(map[string]bool, len(networks))
 	for _, n := range networks {
 		internal[n.ID] = n.Internal
-		nw := resolver.Network{ID: n.ID, Name: n.Name, Internal: n.Internal}
+		nw := resolver.Network{ID: n.ID, Name: n.Name, Internal: n.Internal, Spans: spansHosts(n.Driver, n.Labels)}
 		for _, c := range n.IPAM.Config {
 			if c.Subnet == "" {
 				continue
@@ -128,6 +128,7 @@ func buildContainer(in *container.InspectResponse) (c resolver.Container, ok boo
 	})
 
 	if in.NetworkSettings != nil {
+		c.Published = published(in.NetworkSettings.Ports)
 		for name, es := range in.NetworkSettings.Networks {
 			if es == nil {
 				continue

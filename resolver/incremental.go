@@ -28,6 +28,9 @@ const maxUpdateShare = 4
 // others, is redone as a removal and an addition. same reports that t equals
 // s.topo (as EqualTopology says); then s itself is returned.
 func (s *snapshot) update(t Topology) (n *snapshot, same bool) {
+	if s.zone.used() || hasOrigin(t) {
+		return s.zoneUpdate(t) // zone records: a full build
+	}
 	old, cur := s.topo.Containers, t.Containers
 	limit := 64 + max(len(old), len(cur))/maxUpdateShare
 

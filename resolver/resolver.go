@@ -199,17 +199,11 @@ func (r *Resolver) answerZone(s *snapshot, req *dns.Msg, nets []int32, project, 
 func (r *Resolver) answerName(s *snapshot, req *dns.Msg, nets []int32, project, name string, inZone bool) *dns.Msg {
 	q := req.Question[0]
 	var srvService, srvProto string
-	rs := s.lookup(nets, name)
-	if rs == nil && inZone {
-		rs = s.lookupService(nets, name)
-	}
+	rs := s.find(nets, name, inZone)
 	if rs == nil && q.Qtype == dns.TypeSRV {
 		if svc, proto, base, ok := splitSRV(name); ok {
 			srvService, srvProto = svc, proto
-			rs = s.lookup(nets, base)
-			if rs == nil && inZone {
-				rs = s.lookupService(nets, base)
-			}
+			rs = s.find(nets, base, inZone)
 		}
 	}
 	if rs == nil {

@@ -33,6 +33,8 @@ type snapshot struct {
 	subnets []netip.Prefix
 
 	names, containers int // table size, for metrics
+
+	zone zoneTable // records that answer only under the zone (Container.Origin)
 }
 
 // netTable is one network's names.
@@ -109,6 +111,9 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 	var neps, naddrs, maxNames int
 	for i := range t.Containers {
 		c := &t.Containers[i]
+		if c.Origin != "" {
+			continue // buildZone
+		}
 		for j := range c.Endpoints {
 			ep := &c.Endpoints[j]
 			s.tables[s.table(ep.NetworkName)].size++
@@ -145,6 +150,9 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 		c := &t.Containers[i]
 		ord := uint64(i+1) * ordStep
 		s.ords[i] = ord
+		if c.Origin != "" {
+			continue // buildZone
+		}
 		cl := &queriers[i]
 		cl.project = c.Project
 		cl.networks = querierNets[:0:len(c.Endpoints)]
@@ -206,6 +214,7 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 			rs.finish(o.StrictHealth)
 		}
 	}
+	s.buildZone(o)
 	s.sortSlots()
 	return s
 }
@@ -386,7 +395,8 @@ func EqualContainer(a, b *Container) bool {
 	return a.ID == b.ID && a.Name == b.Name && a.Hostname == b.Hostname && a.Project == b.Project &&
 		a.Service == b.Service && a.Health == b.Health && a.State == b.State && a.TTL == b.TTL &&
 		equalSlice(a.Names, b.Names) && equalSlice(a.Ports, b.Ports) &&
-		nilness(a.Endpoints, b.Endpoints) && (sameArray(a.Endpoints, b.Endpoints) || slices.EqualFunc(a.Endpoints, b.Endpoints, equalEndpoint))
+		nilness(a.Endpoints, b.Endpoints) && (sameArray(a.Endpoints, b.Endpoints) || slices.EqualFunc(a.Endpoints, b.Endpoints, equalEndpoint)) &&
+		equalSlice(a.Published, b.Published) && a.Origin == b.Origin
 }
 
 func equalNetworks(a, b []Network) bool {
@@ -399,7 +409,7 @@ func equalEndpoint(a, b Endpoint) bool {
 }
 
 func equalNetwork(a, b Network) bool {
-	return a.ID == b.ID && a.Name == b.Name && a.Internal == b.Internal && equalSlice(a.Subnets, b.Subnets)
+	return a.ID == b.ID && a.Name == b.Name && a.Internal == b.Internal && equalSlice(a.Subnets, b.Subnets) && a.Spans == b.Spans
 }
 
 func equalSlice[T comparable](a, b []T) bool {

@@ -85,6 +85,20 @@ type Container struct {
 	Ports    []Port
 	// Endpoints in Docker's resolution order (dockerwatch.SortEndpoints).
 	Endpoints []Endpoint
+	// Published are the ports Docker binds on the host (docker run -p),
+	// which the cluster advertises at the host's address.
+	Published []Published
+	// Origin is empty for a local Docker container. Otherwise the container
+	// is a record from elsewhere (a cluster host's address, or "file" for
+	// --records-file) and answers only under the zone, after local replicas.
+	Origin string
+}
+
+// Published is a container port bound to a host port.
+type Published struct {
+	Port     uint16 // the container's port
+	Proto    string // "tcp" or "udp"
+	HostPort uint16
 }
 
 // Network is a Docker network.
@@ -93,6 +107,10 @@ type Network struct {
 	Name     string
 	Internal bool
 	Subnets  []netip.Prefix
+	// Spans says the network reaches other hosts (overlay, macvlan or ipvlan
+	// driver, or the label sidedns.cluster=true): the cluster advertises
+	// addresses on it as they are.
+	Spans bool
 }
 
 // Topology is everything the table is built from. Containers hidden with

@@ -1,0 +1,103 @@
+package resolver
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// zoneFixture adds records from another host to the fixture: a replica of the
+// local compose service proj/web, a remote-only name with a published port,
+// and an unhealthy-looking name that clashes with nothing.
+func zoneFixture() Topology {
+	t := fixture()
+	t.Containers = append(t.Containers,
+		Container{ID: "10.9.0.1/web-9", Name: "web-9", Project: "proj", Service: "web", Origin: "10.9.0.1",
+			Endpoints: []Endpoint{{NetworkName: "10.9.0.1", IPv4: addr("10.9.0.1")}}},
+		Container{ID: "10.9.0.1/api-1", Name: "api-1", Project: "shop", Service: "api", Origin: "10.9.0.1",
+			Ports:     []Port{{Name: "8080", Port: 49153, Proto: "tcp"}},
+			Endpoints: []Endpoint{{NetworkName: "10.9.0.1", IPv4: addr("10.9.0.1")}}},
+		Container{ID: "file/proj-web-1", Name: "proj-web-1", Origin: "file",
+			Endpoints: []Endpoint{{NetworkName: "file", IPv4: addr("10.8.0.7")}}},
+	)
+	return t
+}
+
+func TestZoneRecords(t *testing.T) {
+	r := New(Options{})
+	r.Publish(zoneFixture())
+	tests := []struct {
+		name, src, q string
+		qtype        uint16
+		want         []string // in answer order; nil with ok=false for a forward
+		ok           bool
+	}{
+		{"remote name in the zone", "10.1.1.1", "api-1.docker.", dns.TypeA, []string{"A 10.9.0.1"}, true},
+		{"remote service in the zone", "10.1.1.1", "api.shop.docker.", dns.TypeA, []string{"A 10.9.0.1"}, true},
+		{"remote name bare is not ours", "10.1.1.1", "api-1.", dns.TypeA, nil, false},
+		{"SRV on the published host port", "10.1.1.1", "_8080._tcp.api.shop.docker.", dns.TypeSRV,
+			[]string{"SRV 0 0 49153 api-1.docker."}, true},
+		{"local replicas first", "172.20.0.10", "web.proj.docker.", dns.TypeA,
+			[]string{"A 172.20.0.2", "A 172.20.0.3", "A 10.9.0.1"}, true},
+		{"file record after the local container of its name", "172.20.0.10", "proj-web-1.docker.", dns.TypeA,
+			[]string{"A 172.20.0.2", "A 10.8.0.7"}, true},
+		{"bare local name unchanged", "172.20.0.10", "proj-web-1.", dns.TypeA, []string{"A 172.20.0.2"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, ok := ask(r, tt.src, tt.q, tt.qtype)
+			if ok != tt.ok {
+				t.Fatalf("ok = %v, want %v", ok, tt.ok)
+			}
+			if !ok {
+				return
+			}
+			var got []string
+			for _, rr := range resp.Answer {
+				got = append(got, dns.TypeToString[rr.Header().Rrtype]+" "+rr.String()[len(rr.Header().String()):])
+			}
+			// Answers rotate: compare as sets, and check the local-first order
+			// on the first answer of a fresh cursor only.
+			if !sameSet(got, tt.want) {
+				t.Fatalf("answer %v, want %v", got, tt.want)
+			}
+		})
+	}
+	// The first answer of a fresh set starts at the local replica.
+	r2 := New(Options{})
+	r2.Publish(zoneFixture())
+	resp, _ := ask(r2, "172.20.0.10", "web.proj.docker.", dns.TypeA)
+	if a, ok := resp.Answer[0].(*dns.A); !ok || a.A.String() != "172.20.0.2" {
+		t.Fatalf("first answer %v, want the local replica 172.20.0.2", resp.Answer[0])
+	}
+}
+
+func TestZoneRecordsPublishAgain(t *testing.T) {
+	r := New(Options{})
+	r.Publish(zoneFixture())
+	before := r.Stats.Publishes.Load()
+	r.Publish(zoneFixture())
+	if r.Stats.Publishes.Load() != before {
+		t.Fatal("an equal topology with zone records was published again")
+	}
+	top := zoneFixture()
+	top.Containers = top.Containers[:len(top.Containers)-2] // the remote api-1 and the file record go
+	r.Publish(top)
+	if _, ok := ask(r, "10.1.1.1", "api-1.docker.", dns.TypeA); !ok {
+		t.Fatal("zone query not answered")
+	} else if resp, _ := ask(r, "10.1.1.1", "api-1.docker.", dns.TypeA); resp.Rcode != dns.RcodeNameError {
+		t.Fatalf("removed record still answers: %v", resp)
+	}
+	r.Publish(fixture())
+	if resp, _ := ask(r, "10.1.1.1", "web-9.docker.", dns.TypeA); resp.Rcode != dns.RcodeNameError {
+		t.Fatalf("record of a dropped layer still answers: %v", resp)
+	}
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
