@@ -76,6 +76,9 @@ type Node struct {
 	hosts       map[string]*hostState
 	lastContact time.Time
 	dropped     bool // past the stale window: the layer is withheld
+
+	hbMu    sync.Mutex
+	hbCache map[clientv3.LeaseID]heartbeatAt
 }
 
 type hostState struct {

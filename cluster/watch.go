@@ -273,18 +273,40 @@ func (n *Node) Status(ctx context.Context) Status {
 	n.view.Unlock()
 	st.Connected = n.Stats.Connected.Load()
 	for i, id := range leases {
-		if id == 0 || st.Stale {
-			continue
-		}
-		tctx, cancel := context.WithTimeout(ctx, time.Second)
-		resp, err := n.cli.TimeToLive(tctx, id)
-		cancel()
-		if err == nil && resp.TTL > 0 {
-			st.Hosts[i].LastHeartbeat = n.cfg.Now().Add(-time.Duration(resp.GrantedTTL-resp.TTL) * time.Second).Truncate(time.Second)
+		if id != 0 && !st.Stale {
+			st.Hosts[i].LastHeartbeat = n.heartbeat(ctx, id)
 		}
 	}
 	return st
 }
+
+// heartbeat asks etcd when lease id was last kept alive, at most once a
+// heartbeat per lease: the live page asks on every push.
+func (n *Node) heartbeat(ctx context.Context, id clientv3.LeaseID) time.Time {
+	now := n.cfg.Now()
+	n.hbMu.Lock()
+	c, ok := n.hbCache[id]
+	n.hbMu.Unlock()
+	if ok && now.Sub(c.asked) < n.cfg.LeaseTTL/3 {
+		return c.beat
+	}
+	tctx, cancel := context.WithTimeout(ctx, time.Second)
+	resp, err := n.cli.TimeToLive(tctx, id)
+	cancel()
+	if err != nil || resp.TTL <= 0 {
+		return c.beat
+	}
+	c = heartbeatAt{asked: now, beat: now.Add(-time.Duration(resp.GrantedTTL-resp.TTL) * time.Second).Truncate(time.Second)}
+	n.hbMu.Lock()
+	if n.hbCache == nil || len(n.hbCache) > 4096 {
+		n.hbCache = make(map[clientv3.LeaseID]heartbeatAt)
+	}
+	n.hbCache[id] = c
+	n.hbMu.Unlock()
+	return c.beat
+}
+
+type heartbeatAt struct{ asked, beat time.Time }
 
 // RemoteRecords counts the records in the layer, for metrics.
 func (n *Node) RemoteRecords() (hosts, records int, age time.Duration) {

@@ -88,6 +88,9 @@ func writeText(w http.ResponseWriter, code int, body string) {
 
 func (s *Server) handleRecords(w http.ResponseWriter, r *http.Request) {
 	recs := BuildRecords(s.topology())
+	if s.cfg.Cluster != nil {
+		recs.Cluster = s.cfg.Cluster()
+	}
 	var (
 		b   []byte
 		err error

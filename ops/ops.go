@@ -76,6 +76,9 @@ type Config struct {
 	// JSON-encodable values: top-level key -> object, list of objects or
 	// scalar. Nil means none.
 	Extra func() map[string]any
+	// Cluster returns the other hosts and their records for
+	// /api/v1/records (JSON-encodable). Nil, or a nil result, means none.
+	Cluster func() any
 	// Now defaults to time.Now; it stamps events that arrive without a time.
 	Now func() time.Time
 	// PushInterval is the minimum gap between SSE pushes (default 100ms).

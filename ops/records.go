@@ -14,6 +14,9 @@ const shortIDLen = 12
 type Records struct {
 	Networks   []NetworkRecord   `json:"networks"`
 	Containers []ContainerRecord `json:"containers"`
+	// Cluster is the other hosts with their last heartbeat and records,
+	// when sidedns runs with --cluster-etcd.
+	Cluster any `json:"cluster,omitempty"`
 }
 
 // NetworkRecord is one Docker network.
@@ -41,6 +44,9 @@ type ContainerRecord struct {
 	TTL       uint32          `json:"ttl,omitempty"`
 	Ports     []PortRecord    `json:"ports"`
 	Addresses []AddressRecord `json:"addresses"`
+	// Origin is set for a record that is not a local container: "file"
+	// for --records-file, or the cluster host that published it.
+	Origin string `json:"origin,omitempty"`
 }
 
 // PortRecord is an exposed port; Name is set for sidedns.srv.<name> ports.
@@ -94,6 +100,7 @@ func buildContainer(c resolver.Container) ContainerRecord {
 		Hostname:  c.Hostname,
 		Project:   c.Project,
 		Service:   c.Service,
+		Origin:    c.Origin,
 		State:     c.State.String(),
 		Health:    c.Health.String(),
 		TTL:       c.TTL,

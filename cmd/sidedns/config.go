@@ -49,6 +49,7 @@ type config struct {
 	LogLevel       zapcore.Level
 	LogQueries     float64
 	ResyncInterval time.Duration
+	clusterConfig
 }
 
 // usageError is a bad flag or environment value, or a setting that cannot
@@ -83,7 +84,7 @@ func flagSpecs(c *config) []flagSpec {
 		LogLevel:       zapcore.InfoLevel,
 		ResyncInterval: 5 * time.Minute,
 	}
-	return []flagSpec{
+	return append([]flagSpec{
 		{"config", "path", "file of flag=value lines (the flags below, without dashes; # starts a comment), " +
 			"for flags not given on the command line or in the environment; re-read on SIGHUP",
 			false, &stringValue{dst: &c.Config, parse: nonEmpty}},
@@ -127,7 +128,7 @@ func flagSpecs(c *config) []flagSpec {
 			false, &floatValue{dst: &c.LogQueries, min: 0, max: 1}},
 		{"resync-interval", "duration", "period of the full Docker resync that backs up the event stream",
 			false, &durationValue{dst: &c.ResyncInterval, min: time.Second}},
-	}
+	}, clusterFlags(&c.clusterConfig)...)
 }
 
 // envName is the environment twin of a flag.
@@ -178,6 +179,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		}); err != nil {
 			return c, err
 		}
+	}
+	if err := c.clusterConfig.check(); err != nil {
+		return c, err
 	}
 	if c.CacheMinTTL > c.CacheMaxTTL {
 		return c, usageErrorf("--cache-min-ttl %s is above --cache-max-ttl %s", c.CacheMinTTL, c.CacheMaxTTL)

@@ -54,6 +54,9 @@ func TestParseConfigDefaults(t *testing.T) {
 		LogFormat:      "json",
 		LogLevel:       zapcore.InfoLevel,
 		ResyncInterval: 5 * time.Minute,
+		clusterConfig: clusterConfig{
+			ClusterPrefix: "/sidedns/", ClusterLeaseTTL: 15 * time.Second, ClusterStaleWindow: 5 * time.Minute,
+		},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)

@@ -10,6 +10,7 @@ func (a *app) startHTTP(cfg config) error {
 	}
 	reg := ops.NewRegistry()
 	a.registerMetrics(reg)
+	a.registerClusterMetrics(reg)
 	a.ops = ops.New(ops.Config{
 		Addr:     cfg.HTTP,
 		Topology: a.res.Topology,
@@ -17,6 +18,7 @@ func (a *app) startHTTP(cfg config) error {
 		Registry: reg,
 		Logger:   a.log.Named("http"),
 		Extra:    a.pageState,
+		Cluster:  a.clusterStatus,
 	})
 	if err := a.ops.Start(); err != nil {
 		return err // it names the address and suggests --http

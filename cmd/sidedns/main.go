@@ -114,6 +114,7 @@ type app struct {
 	watchDone chan struct{}
 	stopHTTP  func(context.Context) error
 	ops       *ops.Server // nil with --http=off
+	layers    *layers     // nil without --records-file and --cluster-etcd
 }
 
 // start builds and starts every component. On error, what was started is
@@ -191,6 +192,9 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 		return nil, err
 	}
 
+	if err := a.startCluster(cfg); err != nil {
+		return nil, err
+	}
 	a.newWatcher(cfg)
 	if err := a.startHTTP(cfg); err != nil {
 		return nil, err
@@ -214,13 +218,7 @@ func (a *app) newWatcher(cfg config) {
 		return
 	}
 	a.docker = cli
-	publish := func(t resolver.Topology) {
-		a.res.Publish(t)
-		if a.ops != nil {
-			a.ops.Refresh() // after the publish, so the page shows the new table
-		}
-	}
-	a.watcher = dockerwatch.New(cli, publish, a.log.Named("docker"),
+	a.watcher = dockerwatch.New(cli, a.publishLocal, a.log.Named("docker"),
 		dockerwatch.Options{ResyncInterval: cfg.ResyncInterval, OnEvent: a.notifyPage})
 }
 
@@ -294,6 +292,7 @@ func (a *app) reload(prev, next config) {
 		}
 		fields = append(fields, zap.String("allow", allow))
 	}
+	a.reloadCluster()
 	a.log.Info("reloaded", fields...)
 	if allApplied := reflect.DeepEqual(withReloadable(prev, next), next); !allApplied {
 		a.log.Warn("some changed settings take effect only after a restart")
@@ -325,6 +324,7 @@ func (a *app) stop() {
 	if a.watchDone != nil {
 		<-a.watchDone
 	}
+	a.stopCluster()
 	if a.docker != nil {
 		a.docker.Close()
 	}

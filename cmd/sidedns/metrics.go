@@ -134,5 +134,8 @@ func (a *app) pageState() map[string]any {
 	} else {
 		out["docker"] = map[string]any{"connected": false}
 	}
+	if st := a.clusterStatus(); st != nil {
+		out["cluster"] = st
+	}
 	return out
 }
