@@ -24,9 +24,7 @@ func (r *Resolver) AppendAnswer(dst []byte, q *dnswire.Query, src netip.Addr) ([
 	nets, project := s.view(src)
 	var rs *rrset
 	if rest, ok := strings.CutSuffix(name, s.zoneSuffix); ok {
-		if rs = s.lookup(nets, rest); rs == nil {
-			rs = s.lookupService(nets, rest)
-		}
+		rs = s.find(nets, rest, true)
 	} else if name != s.domain {
 		rs = s.lookup(nets, name)
 	}
@@ -58,7 +56,7 @@ func (r *Resolver) AppendAnswer(dst []byte, q *dnswire.Query, src netip.Addr) ([
 	dst = dnswire.AppendHeader(dst, q, dnswire.FlagAA|dnswire.FlagRA, 0, uint16(count), 0, q.ARCount())
 	start := rs.start()
 	for i := range n {
-		m := rs.answer[(start+i)%n]
+		m := rs.at(start, i)
 		if q.Type == 1 && m.ip4.IsValid() {
 			a := m.ip4.As4()
 			dst = dnswire.AppendRecordHeader(dst, 1, ttl, 4)

@@ -225,13 +225,13 @@ func (r *Resolver) answerName(s *snapshot, req *dns.Msg, nets []int32, project, 
 	case dns.TypeA, dns.TypeAAAA:
 		ttl := minTTL(rs.answer)
 		for i := range n {
-			if rr := addrRecord(q.Name, q.Qtype, rs.answer[(start+i)%n], ttl); rr != nil {
+			if rr := addrRecord(q.Name, q.Qtype, rs.at(start, i), ttl); rr != nil {
 				resp.Answer = append(resp.Answer, rr)
 			}
 		}
 	case dns.TypeSRV:
 		for i := range n {
-			m := rs.answer[(start+i)%n]
+			m := rs.at(start, i)
 			for _, p := range m.ports {
 				if !srvMatch(p, srvService, srvProto) {
 					continue

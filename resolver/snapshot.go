@@ -84,6 +84,7 @@ type rrset struct {
 	failOpen  bool
 	byProject map[string]*rrset // compose project -> that project's subset
 	next      atomic.Uint32     // round-robin cursor
+	local     int               // zone sets: answer[:local] are this host's, rotated apart (see at)
 	all       []*member         // every container, whatever its state, in container order
 }
 

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -90,6 +91,32 @@ func (s *snapshot) prependLocal(rs *rrset, get func(*netTable) *rrset) {
 		rs.all = append(local, rs.all...)
 	}
 	rs.finish(s.opts.StrictHealth)
+	if len(local) == 0 {
+		return
+	}
+	isLocal := make(map[*member]bool, len(local))
+	for _, m := range local {
+		isLocal[m] = true
+	}
+	for _, set := range append([]*rrset{rs}, slices.Collect(maps.Values(rs.byProject))...) {
+		for set.local < len(set.answer) && isLocal[set.answer[set.local]] {
+			set.local++
+		}
+	}
+}
+
+// at is member i of an answer that starts at cursor start. A zone set with
+// local and remote members rotates each group on its own, so the local
+// replicas always come first; any other set rotates as a whole.
+func (rs *rrset) at(start, i int) *member {
+	n, l := len(rs.answer), rs.local
+	if l == 0 || l == n {
+		return rs.answer[(start+i)%n]
+	}
+	if i < l {
+		return rs.answer[(start+i)%l]
+	}
+	return rs.answer[l+(start+i-l)%(n-l)]
 }
 
 // find looks name up for a query: in the zone, zone records first (they
