@@ -51,7 +51,9 @@ func main() {
 	}
 }
 
-func hostAddr(h int) netip.Addr { return netip.AddrFrom4([4]byte{127, 1, byte(h / 250), byte(h%250 + 1)}) }
+func hostAddr(h int) netip.Addr {
+	return netip.AddrFrom4([4]byte{127, 1, byte(h / 250), byte(h%250 + 1)})
+}
 
 func record(h, i, gen int) cluster.Record {
 	return cluster.Record{
