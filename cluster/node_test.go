@@ -12,7 +12,9 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sidedns/sidedns/cluster/etcdtest"
 	"github.com/sidedns/sidedns/resolver"
@@ -34,11 +36,16 @@ type testNode struct {
 
 func startNode(t *testing.T, endpoints []string, adv string) *testNode {
 	t.Helper()
+	return startNodeWith(t, endpoints, adv, zaptest.NewLogger(t).Named(adv))
+}
+
+func startNodeWith(t *testing.T, endpoints []string, adv string, log *zap.Logger) *testNode {
+	t.Helper()
 	tn := &testNode{done: make(chan struct{})}
 	n, err := New(Config{
 		Endpoints: endpoints, LeaseTTL: testTTL, StaleWindow: testStale,
 		Advertise: netip.MustParseAddr(adv), Version: "test",
-		Logger: zaptest.NewLogger(t).Named(adv),
+		Logger: log,
 		OnRemote: func(cs []resolver.Container) {
 			tn.mu.Lock()
 			tn.layer = cs
@@ -343,7 +350,8 @@ func TestCluster(t *testing.T) {
 func TestBadRecordsSkipped(t *testing.T) {
 	ec := etcdtest.Start(t, 1)
 	cli := rawClient(t, ec.Endpoints())
-	a := startNode(t, ec.Endpoints(), "127.0.1.1")
+	core, logs := observer.New(zap.WarnLevel)
+	a := startNodeWith(t, ec.Endpoints(), "127.0.1.1", zap.New(core))
 	ctx := context.Background()
 	for k, v := range map[string]string{
 		RecordKey(DefaultPrefix, "127.0.2.1", "good"):  `{"name":"good","addresses":["10.3.0.1"]}`,
@@ -359,4 +367,12 @@ func TestBadRecordsSkipped(t *testing.T) {
 		}
 	}
 	waitView(t, a, 5*time.Second, []string{"127.0.2.1 good 10.3.0.1"})
+	// More changes from the same host do not log the bad keys again.
+	if _, err := cli.Put(ctx, RecordKey(DefaultPrefix, "127.0.2.1", "good2"), `{"name":"good2","addresses":["10.3.0.5"]}`); err != nil {
+		t.Fatal(err)
+	}
+	waitView(t, a, 5*time.Second, []string{"127.0.2.1 good 10.3.0.1", "127.0.2.1 good2 10.3.0.5"})
+	if n := logs.FilterMessage("cluster record skipped").Len(); n != 6 {
+		t.Fatalf("%d skipped-record warnings for 6 bad keys, want one each", n)
+	}
 }

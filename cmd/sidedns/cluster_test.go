@@ -2,9 +2,15 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 func TestClusterFlags(t *testing.T) {
@@ -45,4 +51,56 @@ func TestClusterFlags(t *testing.T) {
 	if err != nil || c.ClusterLeaseTTL != 6*time.Second || c.AdvertiseAddr != "fd00::1" || c.ClusterEtcd[0] != "https://e:2379" {
 		t.Fatalf("env twins: %+v %v", c.clusterConfig, err)
 	}
+}
+
+// --records-file without a cluster: the services answer under the zone, a
+// change to the file is picked up, and SIGHUP re-reads it.
+func TestRecordsFileAlone(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+	up := startFakeUpstream(t)
+	dnsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	path := filepath.Join(t.TempDir(), "records.yaml")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(path+".tmp", []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".tmp", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("services:\n  - name: legacy-db\n    project: shop\n    service: db\n    addresses: [10.9.0.5]\n    ports: [\"5432/tcp\"]\n")
+	_, sigs := runInBackground(t, []string{"--listen", dnsAddr, "--upstream", up.addr, "--http", "off", "--records-file", path})
+	ask := func(name string, qtype uint16) *dns.Msg {
+		var r *dns.Msg
+		waitFor(t, "an answer", func() bool {
+			var err error
+			r, _, err = (&dns.Client{Timeout: time.Second}).Exchange(new(dns.Msg).SetQuestion(name, qtype), dnsAddr)
+			return err == nil
+		})
+		return r
+	}
+	answers := func(name string) string {
+		r := ask(name, dns.TypeA)
+		var out []string
+		for _, rr := range r.Answer {
+			out = append(out, rr.(*dns.A).A.String())
+		}
+		return strings.Join(out, ",")
+	}
+	waitFor(t, "the file's service", func() bool { return answers("db.shop.docker.") == "10.9.0.5" })
+	if got := answers("legacy-db.docker."); got != "10.9.0.5" {
+		t.Fatalf("legacy-db.docker = %q", got)
+	}
+	if r := ask("_5432._tcp.db.shop.docker.", dns.TypeSRV); len(r.Answer) != 1 || r.Answer[0].(*dns.SRV).Port != 5432 {
+		t.Fatalf("SRV: %v", r)
+	}
+	checkForwarded(t, ask("legacy-db.", dns.TypeA)) // never a bare name
+	write("services:\n  - name: legacy-db\n    addresses: [10.9.0.6]\n")
+	waitFor(t, "the changed file", func() bool { return answers("legacy-db.docker.") == "10.9.0.6" })
+	// Same size and, within the clock's granularity, maybe the same mtime:
+	// SIGHUP reads it anyway.
+	write("services:\n  - name: legacy-db\n    addresses: [10.9.0.7]\n")
+	sigs <- syscall.SIGHUP
+	waitFor(t, "the file after SIGHUP", func() bool { return answers("legacy-db.docker.") == "10.9.0.7" })
 }
