@@ -146,6 +146,13 @@ func TestClusterThreeHosts(t *testing.T) {
 		p.waitAnswers(t, 5*time.Second, "_8080._tcp.api.shop.docker", dns.TypeSRV, []string{"8080 b-api-1.docker."})
 		p.waitAnswers(t, 5*time.Second, "c-db.docker", dns.TypeA, []string{"10.9.0.7"})
 	}
+	// A's /api/v1/records lists the other hosts with a heartbeat and their records.
+	if _, ok := waitFor(5*time.Second, func() bool {
+		hosts := clusterHosts(t, a)
+		return len(hosts) == 2 && hosts["127.0.0.2"] == "b-api-1" && hosts["127.0.0.3"] == "c-db"
+	}); !ok {
+		t.Fatalf("A's /api/v1/records cluster hosts: %v", clusterHosts(t, a))
+	}
 	if got := c.answers(t, "b-api-1", dns.TypeA); got != nil {
 		t.Fatalf("a remote record answered as a bare name: %v", got)
 	}
@@ -242,4 +249,35 @@ func clusterStale(t *testing.T, p *clusterProc) bool {
 		return false
 	}
 	return recs.Cluster.Stale
+}
+
+// clusterHosts reads /api/v1/records: host -> its record names, for hosts
+// with a last heartbeat.
+func clusterHosts(t *testing.T, p *clusterProc) map[string]string {
+	var recs struct {
+		Cluster struct {
+			Hosts []struct {
+				Addr          string    `json:"addr"`
+				LastHeartbeat time.Time `json:"last_heartbeat"`
+				Records       []struct {
+					Name string `json:"name"`
+				} `json:"records"`
+			} `json:"hosts"`
+		} `json:"cluster"`
+	}
+	if err := json.Unmarshal([]byte(httpGet(t, "http://"+p.HTTPAddr+"/api/v1/records")), &recs); err != nil {
+		return nil
+	}
+	out := map[string]string{}
+	for _, h := range recs.Cluster.Hosts {
+		if h.LastHeartbeat.IsZero() {
+			continue
+		}
+		var names []string
+		for _, r := range h.Records {
+			names = append(names, r.Name)
+		}
+		out[h.Addr] = strings.Join(names, ",")
+	}
+	return out
 }
