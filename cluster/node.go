@@ -52,7 +52,6 @@ const (
 
 // Stats are the node's counters; cmd exports them as metrics.
 type Stats struct {
-	Connected     atomic.Bool   // the watch heard from etcd within a heartbeat
 	WatchRestarts atomic.Uint64 // watches opened again after a failure or compaction
 	FullLoads     atomic.Uint64 // full reads of the prefix
 	KeepAliveFail atomic.Uint64 // leases lost: keep-alive stopped before the lease ended
@@ -148,6 +147,7 @@ func (n *Node) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { n.watchLoop(ctx) })
 	wg.Go(func() { n.publishLoop(ctx) })
+	wg.Go(func() { n.staleLoop(ctx) })
 	wg.Wait()
 	return nil
 }

@@ -211,7 +211,7 @@ func TestCluster(t *testing.T) {
 		if got := c.view(); !slices.Equal(got, []string{"127.0.1.1 a-1 10.1.0.1"}) {
 			t.Fatalf("cut-off view %v, want the last records kept", got)
 		}
-		if st := c.Status(context.Background()); !st.Stale || c.Stats.Connected.Load() {
+		if st := c.Status(context.Background()); !st.Stale || c.Connected() {
 			t.Fatalf("cut-off status %+v, want stale and not connected", st)
 		}
 		waitView(t, c, testStale, sorted())

@@ -27,7 +27,6 @@ func (n *Node) watchLoop(ctx context.Context) {
 			r, err := n.load(ctx, bad)
 			if err != nil {
 				n.log.Warn("cluster load failed; retrying", zap.Error(err))
-				n.checkStale()
 				sleep(ctx, n.retryDelay())
 				continue
 			}
@@ -89,7 +88,6 @@ func (n *Node) watch(ctx context.Context, rev int64, bad map[string]int64) int64
 					asking.Store(false)
 				}()
 			}
-			n.checkStale()
 		case wr, ok := <-ch:
 			if !ok {
 				return rev
@@ -185,15 +183,35 @@ func (n *Node) contact() {
 	wasDropped := n.dropped
 	n.dropped = false
 	n.view.Unlock()
-	n.Stats.Connected.Store(true)
 	if wasDropped {
 		n.log.Info("cluster reachable again; remote records restored")
 		n.emit()
 	}
 }
 
-// checkStale marks the data stale after a heartbeat-and-more without word
-// from etcd, and withholds it past the stale window.
+// staleLoop withholds the remote records once etcd has been silent for the
+// stale window, checking every heartbeat.
+func (n *Node) staleLoop(ctx context.Context) {
+	t := time.NewTicker(n.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.checkStale()
+		}
+	}
+}
+
+// Connected reports whether etcd was heard from within two heartbeats.
+func (n *Node) Connected() bool {
+	n.view.Lock()
+	defer n.view.Unlock()
+	return !n.lastContact.IsZero() && n.cfg.Now().Sub(n.lastContact) <= n.staleAfter()
+}
+
+// checkStale drops the remote records past the stale window.
 func (n *Node) checkStale() {
 	n.view.Lock()
 	age := n.cfg.Now().Sub(n.lastContact)
@@ -202,7 +220,6 @@ func (n *Node) checkStale() {
 		n.dropped = true
 	}
 	n.view.Unlock()
-	n.Stats.Connected.Store(age <= n.staleAfter())
 	if drop {
 		n.log.Warn("cluster unreachable past the stale window; remote records dropped", zap.Duration("age", age))
 		n.emit()
@@ -271,7 +288,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		leases = append(leases, hs.lease)
 	}
 	n.view.Unlock()
-	st.Connected = n.Stats.Connected.Load()
+	st.Connected = !st.Stale
 	for i, id := range leases {
 		if id != 0 && !st.Stale {
 			st.Hosts[i].LastHeartbeat = n.heartbeat(ctx, id)

@@ -296,7 +296,7 @@ func (a *app) registerClusterMetrics(reg *prometheus.Registry) {
 			}
 			hosts, recs, age := n.RemoteRecords()
 			conn := 0.0
-			if n.Stats.Connected.Load() {
+			if n.Connected() {
 				conn = 1
 			}
 			g(descClusterConnected, conn)
