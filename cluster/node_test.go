@@ -376,3 +376,55 @@ func TestBadRecordsSkipped(t *testing.T) {
 		t.Fatalf("%d skipped-record warnings for 6 bad keys, want one each", n)
 	}
 }
+
+// With etcd auth on, a node with the right user and password works, and one
+// without is refused (and keeps retrying without crashing).
+func TestAuth(t *testing.T) {
+	ec := etcdtest.Start(t, 1)
+	cli := rawClient(t, ec.Endpoints())
+	ctx := context.Background()
+	for _, step := range []func() error{
+		func() error { _, err := cli.UserAdd(ctx, "root", "rootpw"); return err },
+		func() error { _, err := cli.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := cli.UserAdd(ctx, "sidedns", "s3cret"); return err },
+		func() error { _, err := cli.RoleAdd(ctx, "sidedns"); return err },
+		func() error {
+			_, err := cli.RoleGrantPermission(ctx, "sidedns", DefaultPrefix, clientv3.GetPrefixRangeEnd(DefaultPrefix), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := cli.UserGrantRole(ctx, "sidedns", "sidedns"); return err },
+		func() error { _, err := cli.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatalf("set up auth: %v", err)
+		}
+	}
+	start := func(adv, user, pw string) *testNode {
+		tn := &testNode{done: make(chan struct{})}
+		n, err := New(Config{Endpoints: ec.Endpoints(), LeaseTTL: testTTL, StaleWindow: testStale,
+			Advertise: netip.MustParseAddr(adv), Username: user, Password: pw, Logger: zaptest.NewLogger(t).Named(adv),
+			OnRemote: func(cs []resolver.Container) { tn.mu.Lock(); tn.layer = cs; tn.mu.Unlock() }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tn.Node = n
+		ctx, cancel := context.WithCancel(context.Background())
+		tn.stop = func() { cancel(); <-tn.done }
+		go func() { n.Run(ctx); close(tn.done) }()
+		t.Cleanup(tn.stop)
+		return tn
+	}
+	a := start("127.0.1.1", "sidedns", "s3cret")
+	b := start("127.0.1.2", "sidedns", "s3cret")
+	anon := start("127.0.1.3", "", "")
+	b.Publish([]Record{rec("b-1", "10.2.0.1")})
+	anon.Publish([]Record{rec("x-1", "10.3.0.1")})
+	waitView(t, a, 5*time.Second, []string{"127.0.1.2 b-1 10.2.0.1"})
+	time.Sleep(testTTL)
+	if got := a.view(); !slices.Equal(got, []string{"127.0.1.2 b-1 10.2.0.1"}) {
+		t.Fatalf("view %v: an unauthenticated host got records in", got)
+	}
+	if got := anon.view(); len(got) != 0 {
+		t.Fatalf("an unauthenticated host read %v", got)
+	}
+}

@@ -27,6 +27,7 @@ type Member struct {
 	args      []string
 	logPath   string
 	t         testing.TB
+	health    *http.Client // nil: http.DefaultClient
 	cmd       *exec.Cmd
 	done      chan struct{}
 }
@@ -51,6 +52,22 @@ func freePort(t testing.TB) int {
 // The members stop when the test ends.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return start(t, n, nil)
+}
+
+// StartTLS is Start with clients served over TLS with certs (NewCerts), and
+// client certificates required.
+func StartTLS(t testing.TB, n int, certs *Certs) *Cluster {
+	t.Helper()
+	return start(t, n, certs)
+}
+
+func start(t testing.TB, n int, certs *Certs) *Cluster {
+	t.Helper()
+	scheme := "http"
+	if certs != nil {
+		scheme = "https"
+	}
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
 		t.Fatalf("etcd not found (apt-get install etcd-server): %v", err)
@@ -61,7 +78,7 @@ func Start(t testing.TB, n int) *Cluster {
 	for i := range n {
 		m := &Member{
 			Name:      fmt.Sprintf("m%d", i),
-			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+			ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, freePort(t)),
 			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
 			t:         t,
 		}
@@ -78,6 +95,11 @@ func Start(t testing.TB, n int) *Cluster {
 			"--initial-cluster", strings.Join(initial, ","),
 			"--initial-cluster-state", "new", "--initial-cluster-token", filepath.Base(dir),
 			"--snapshot-count", "10000",
+		}
+		if certs != nil {
+			m.args = append(m.args, "--cert-file", certs.ServerCert, "--key-file", certs.ServerKey,
+				"--trusted-ca-file", certs.CA, "--client-cert-auth")
+			m.health = certs.client(t)
 		}
 		m.Start()
 	}
@@ -143,7 +165,11 @@ func (m *Member) WaitHealthy() {
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.ClientURL+"/health", nil)
-		resp, err := http.DefaultClient.Do(req)
+		hc := m.health
+		if hc == nil {
+			hc = http.DefaultClient
+		}
+		resp, err := hc.Do(req)
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -245,4 +271,6 @@ func (p *Proxy) Restore() {
 }
 
 // HostPort strips the scheme of a client URL.
-func HostPort(url string) string { return strings.TrimPrefix(url, "http://") }
+func HostPort(url string) string {
+	return strings.TrimPrefix(strings.TrimPrefix(url, "http://"), "https://")
+}

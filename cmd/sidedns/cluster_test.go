@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +12,10 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/sidedns/sidedns/cluster"
+	"github.com/sidedns/sidedns/cluster/etcdtest"
 )
 
 func TestClusterFlags(t *testing.T) {
@@ -103,4 +108,29 @@ func TestRecordsFileAlone(t *testing.T) {
 	write("services:\n  - name: legacy-db\n    addresses: [10.9.0.7]\n")
 	sigs <- syscall.SIGHUP
 	waitFor(t, "the file after SIGHUP", func() bool { return answers("legacy-db.docker.") == "10.9.0.7" })
+}
+
+// sidedns reaches a TLS etcd that wants client certificates with
+// --cluster-ca, --cluster-cert and --cluster-key, and publishes its records.
+func TestClusterTLS(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+	certs := etcdtest.NewCerts(t)
+	ec := etcdtest.StartTLS(t, 1, certs)
+	up := startFakeUpstream(t)
+	path := filepath.Join(t.TempDir(), "records.yaml")
+	if err := os.WriteFile(path, []byte("services:\n  - name: tls-svc\n    addresses: [10.9.0.9]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runInBackground(t, []string{"--listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--upstream", up.addr, "--http", "off",
+		"--records-file", path, "--advertise-addr", "127.0.0.5", "--cluster-lease-ttl", "2s",
+		"--cluster-etcd", ec.Endpoints()[0], "--cluster-ca", certs.CA, "--cluster-cert", certs.ClientCert, "--cluster-key", certs.ClientKey})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: ec.Endpoints(), TLS: certs.TLSConfig(t), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	waitFor(t, "the record in etcd", func() bool {
+		resp, err := cli.Get(context.Background(), cluster.RecordKey(cluster.DefaultPrefix, "127.0.0.5", "tls-svc"))
+		return err == nil && len(resp.Kvs) == 1
+	})
 }
