@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -153,6 +156,11 @@ func TestClusterThreeHosts(t *testing.T) {
 	}); !ok {
 		t.Fatalf("A's /api/v1/records cluster hosts: %v", clusterHosts(t, a))
 	}
+	// The live page's state carries a row per other host with its heartbeat.
+	if page := pageUpdate(t, a); !strings.Contains(page, `"cluster hosts":[`) || !strings.Contains(page, `"last heartbeat"`) ||
+		!strings.Contains(page, `"records":"b-api-1 10.9.0.5"`) {
+		t.Fatalf("A's page state lacks the cluster hosts: %s", page)
+	}
 	if got := c.answers(t, "b-api-1", dns.TypeA); got != nil {
 		t.Fatalf("a remote record answered as a bare name: %v", got)
 	}
@@ -280,4 +288,27 @@ func clusterHosts(t *testing.T, p *clusterProc) map[string]string {
 		out[h.Addr] = strings.Join(names, ",")
 	}
 	return out
+}
+
+// pageUpdate returns the first update the live page gets from
+// /api/v1/events, as JSON text.
+func pageUpdate(t *testing.T, p *clusterProc) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.HTTPAddr+"/api/v1/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /api/v1/events: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 1<<20), 16<<20)
+	for sc.Scan() {
+		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			return data
+		}
+	}
+	t.Fatalf("no update from /api/v1/events: %v", sc.Err())
+	return ""
 }

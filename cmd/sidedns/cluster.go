@@ -329,3 +329,35 @@ func buildVersion() string {
 	}
 	return ""
 }
+
+// clusterPage adds the cluster to the live page's state: the etcd link, and
+// one table row per other host with its last heartbeat and records.
+func (a *app) clusterPage(out map[string]any) {
+	if a.layers == nil || a.layers.node == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st := a.layers.node.Status(ctx)
+	out["cluster"] = map[string]any{"connected": st.Connected, "stale": st.Stale, "dropped": st.Dropped,
+		"last contact": st.LastContact.Format(time.RFC3339), "hosts": len(st.Hosts)}
+	hosts := make([]map[string]any, 0, len(st.Hosts))
+	for _, h := range st.Hosts {
+		var recs []string
+		for _, r := range h.Records {
+			addrs := make([]string, len(r.Addresses))
+			for i, ad := range r.Addresses {
+				addrs[i] = ad.String()
+			}
+			recs = append(recs, r.Name+" "+strings.Join(addrs, ","))
+		}
+		row := map[string]any{"host": h.Addr, "version": h.Version, "records": strings.Join(recs, "; ")}
+		if !h.LastHeartbeat.IsZero() {
+			row["last heartbeat"] = h.LastHeartbeat.Format(time.RFC3339)
+		}
+		hosts = append(hosts, row)
+	}
+	if len(hosts) > 0 {
+		out["cluster hosts"] = hosts
+	}
+}

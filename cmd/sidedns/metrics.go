@@ -134,8 +134,6 @@ func (a *app) pageState() map[string]any {
 	} else {
 		out["docker"] = map[string]any{"connected": false}
 	}
-	if st := a.clusterStatus(); st != nil {
-		out["cluster"] = st
-	}
+	a.clusterPage(out)
 	return out
 }
