@@ -200,7 +200,9 @@ func TestCluster(t *testing.T) {
 		}
 		c := startNode(t, urls, "127.0.1.3")
 		a.Publish([]Record{rec("a-1", "10.1.0.1")})
+		c.Publish([]Record{rec("c-1", "10.3.0.1")})
 		waitView(t, c, 5*time.Second, []string{"127.0.1.1 a-1 10.1.0.1"})
+		waitView(t, a, 5*time.Second, []string{"127.0.1.3 c-1 10.3.0.1"})
 		loads := c.Stats.FullLoads.Load()
 
 		for _, px := range pxs {
@@ -214,6 +216,7 @@ func TestCluster(t *testing.T) {
 		if st := c.Status(context.Background()); !st.Stale || c.Connected() {
 			t.Fatalf("cut-off status %+v, want stale and not connected", st)
 		}
+		waitView(t, a, time.Second, sorted()) // C's lease ran out
 		waitView(t, c, testStale, sorted())
 		if !c.Status(context.Background()).Dropped {
 			t.Fatal("status does not say the data was dropped")
@@ -223,6 +226,11 @@ func TestCluster(t *testing.T) {
 			px.Restore()
 		}
 		waitView(t, c, 3*testTTL, []string{"127.0.1.1 a-1 10.1.0.1", "127.0.1.1 a-2 10.1.0.2"})
+		// C wrote its records again on a new lease.
+		waitView(t, a, 3*testTTL, []string{"127.0.1.3 c-1 10.3.0.1"})
+		if c.Stats.KeepAliveFail.Load() == 0 {
+			t.Error("the lost lease was not counted")
+		}
 		if st := c.Status(context.Background()); st.Stale || len(st.Hosts) != 1 || st.Hosts[0].LastHeartbeat.IsZero() {
 			t.Fatalf("status after restore %+v", st)
 		}
