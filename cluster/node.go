@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -265,7 +266,7 @@ func (n *Node) desired() map[string][]byte {
 	recs := n.records
 	n.mu.Unlock()
 	h := n.cfg.Advertise.String()
-	hb, _ := jsonMarshal(Host{Addr: n.cfg.Advertise, Version: n.cfg.Version, Started: n.started.UTC()})
+	hb, _ := json.Marshal(Host{Addr: n.cfg.Advertise, Version: n.cfg.Version, Started: n.started.UTC()})
 	out := map[string][]byte{HostKey(n.cfg.Prefix, h): hb}
 	for _, r := range recs {
 		b, err := EncodeRecord(r)

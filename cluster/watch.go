@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"maps"
 	"slices"
 	"sync/atomic"
@@ -13,8 +12,6 @@ import (
 
 	"github.com/sidedns/sidedns/resolver"
 )
-
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 // watchLoop keeps n.hosts equal to etcd: a full load, then a watch from the
 // loaded revision; after a broken watch it resumes from the last revision it
