@@ -85,6 +85,9 @@ type hostState struct {
 	info    Host
 	lease   clientv3.LeaseID
 	records map[string]Record
+	// layer is the records as containers, in name order; nil after a
+	// change. Kept so a change on one host does not convert every host's.
+	layer []resolver.Container
 }
 
 // New connects a client (lazily: etcd may be down at start) and returns a

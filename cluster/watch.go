@@ -155,6 +155,7 @@ func (n *Node) applyPut(hosts map[string]*hostState, key, value []byte, lease in
 		st.info, st.lease = info, clientv3.LeaseID(lease)
 	} else {
 		st.records[name] = rec
+		st.layer = nil
 	}
 }
 
@@ -168,6 +169,7 @@ func (n *Node) applyDelete(hosts map[string]*hostState, key []byte) {
 		st.info, st.lease = Host{}, 0
 	} else {
 		delete(st.records, name)
+		st.layer = nil
 	}
 	if !st.info.Addr.IsValid() && len(st.records) == 0 {
 		delete(hosts, h)
@@ -241,11 +243,14 @@ func (n *Node) layer() []resolver.Container {
 	var out []resolver.Container
 	for _, h := range slices.Sorted(maps.Keys(n.hosts)) {
 		st := n.hosts[h]
-		recs := make([]Record, 0, len(st.records))
-		for _, name := range slices.Sorted(maps.Keys(st.records)) {
-			recs = append(recs, st.records[name])
+		if st.layer == nil {
+			recs := make([]Record, 0, len(st.records))
+			for _, name := range slices.Sorted(maps.Keys(st.records)) {
+				recs = append(recs, st.records[name])
+			}
+			st.layer = Containers(h, recs)
 		}
-		out = append(out, Containers(h, recs)...)
+		out = append(out, st.layer...)
 	}
 	return out
 }

@@ -37,18 +37,28 @@ func (s *snapshot) zoneUpdate(t Topology) (*snapshot, bool) {
 // network tables are built (it reads them for local replicas).
 func (s *snapshot) buildZone(o Options) {
 	t := s.topo
+	var nc, neps int
+	for i := range t.Containers {
+		if c := &t.Containers[i]; c.Origin != "" {
+			nc++
+			neps += len(c.Endpoints)
+		}
+	}
+	if nc == 0 {
+		return
+	}
+	s.zone.names = make(map[string]*rrset, nc)
+	s.zone.services = make(map[string]*rrset)
+	members := make([]member, neps) // one allocation for every zone member
 	for i := range t.Containers {
 		c := &t.Containers[i]
 		if c.Origin == "" {
 			continue
 		}
-		if s.zone.names == nil {
-			s.zone.names = make(map[string]*rrset)
-			s.zone.services = make(map[string]*rrset)
-		}
 		name, svc := strings.ToLower(c.Name), serviceKey(c)
 		for j := range c.Endpoints {
-			m := &member{}
+			m := &members[0]
+			members = members[1:]
 			newMember(m, c, j, s.ords[i], o)
 			zoneAdd(s.zone.names, name, m)
 			if svc != "" {
