@@ -175,7 +175,7 @@ func run(endpoints []string, bin string, hosts, records, changes, port int) erro
 	}
 	fmt.Printf("change -> answer via a cluster node (100 ms debounce included), %d changes: p50 %v p99 %v\n", changes, pct(viaNode, 50), pct(viaNode, 99))
 	fmt.Printf("change -> answer via a raw etcd put, %d changes: p50 %v p99 %v; sidedns CPU per change %v\n",
-		changes, pct(viaPut, 50), pct(viaPut, 99), ((cpuTime(cmd.Process.Pid)-cpu0)/time.Duration(changes)).Round(100*time.Microsecond))
+		changes, pct(viaPut, 50), pct(viaPut, 99), ((cpuTime(cmd.Process.Pid) - cpu0) / time.Duration(changes)).Round(100*time.Microsecond))
 	fmt.Printf("RSS after the changes: %s\n", rss(cmd.Process.Pid))
 	for h := 1; h < hosts; h++ {
 		cli.Revoke(context.Background(), leases[h])
