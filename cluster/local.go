@@ -46,9 +46,8 @@ func LocalRecords(t resolver.Topology, advertise netip.Addr) []Record {
 			for _, p := range c.Ports {
 				r.Ports = append(r.Ports, Port{Name: p.Name, Port: p.Port, Proto: p.Proto})
 			}
-		} else if len(c.Published) > 0 && advertise.IsValid() {
+		} else if r.Ports = publishedPorts(c, advertise); len(r.Ports) > 0 {
 			r.Addresses = []netip.Addr{advertise}
-			r.Ports = publishedPorts(c)
 		}
 		if len(r.Addresses) > maxAddresses {
 			r.Addresses = r.Addresses[:maxAddresses]
@@ -66,9 +65,22 @@ func LocalRecords(t resolver.Topology, advertise netip.Addr) []Record {
 
 // publishedPorts names each host port by its container port ("8080" for
 // _8080._tcp) and by every sidedns.srv label naming that container port.
-func publishedPorts(c *resolver.Container) []Port {
+// Only bindings other hosts can reach at advertise count: on every address,
+// on advertise itself, or on loopback when advertise is loopback (hosts
+// that are processes on one machine). One binding per container port.
+func publishedPorts(c *resolver.Container, advertise netip.Addr) []Port {
 	var out []Port
+	seen := make(map[resolver.Port]bool)
 	for _, pp := range c.Published {
+		ip := pp.HostIP.Unmap()
+		if !ip.IsUnspecified() && ip != advertise && !(ip.IsLoopback() && advertise.IsLoopback()) {
+			continue
+		}
+		if key := (resolver.Port{Port: pp.Port, Proto: pp.Proto}); seen[key] {
+			continue // the IPv4 and IPv6 bindings of one port
+		} else {
+			seen[key] = true
+		}
 		out = append(out, Port{Name: strconv.Itoa(int(pp.Port)), Port: pp.HostPort, Proto: pp.Proto})
 		for _, p := range c.Ports {
 			if p.Name != "" && p.Port == pp.Port && p.Proto == pp.Proto {

@@ -84,7 +84,11 @@ func TestLocalRecords(t *testing.T) {
 		Containers: []resolver.Container{
 			{Name: "pub", Project: "shop", Service: "api",
 				Ports:     []resolver.Port{{Port: 8080, Proto: "tcp"}, {Name: "http", Port: 8080, Proto: "tcp"}},
-				Published: []resolver.Published{{Port: 8080, Proto: "tcp", HostPort: 49153}},
+				Published: []resolver.Published{
+					{Port: 8080, Proto: "tcp", HostPort: 49153, HostIP: netip.IPv4Unspecified()},
+					{Port: 8080, Proto: "tcp", HostPort: 49153, HostIP: netip.IPv6Unspecified()},
+					{Port: 9090, Proto: "tcp", HostPort: 49154, HostIP: netip.MustParseAddr("127.0.0.1")}, // not reachable
+				},
 				Endpoints: []resolver.Endpoint{{NetworkName: "bridge", IPv4: netip.MustParseAddr("172.17.0.2")}}},
 			{Name: "over", Ports: []resolver.Port{{Port: 53, Proto: "udp"}},
 				Endpoints: []resolver.Endpoint{{NetworkName: "ov", IPv4: netip.MustParseAddr("10.0.1.5")}}},

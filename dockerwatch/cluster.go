@@ -2,6 +2,7 @@ package dockerwatch
 
 import (
 	"cmp"
+	"net/netip"
 	"slices"
 	"strconv"
 
@@ -24,9 +25,8 @@ func spansHosts(driver string, labels map[string]string) bool {
 	return err == nil && b
 }
 
-// published reads the host ports Docker bound for a container, one per
-// container port and protocol (the first binding: IPv4 and IPv6 bindings
-// of one port share the host port).
+// published reads the host ports Docker bound for a container: every
+// binding, by container port, protocol and host address.
 func published(pm nat.PortMap) []resolver.Published {
 	var out []resolver.Published
 	for k, binds := range pm {
@@ -36,14 +36,20 @@ func published(pm nat.PortMap) []resolver.Published {
 		}
 		for _, b := range binds {
 			hp, err := strconv.ParseUint(b.HostPort, 10, 16)
-			if err == nil && hp > 0 {
-				out = append(out, resolver.Published{Port: p.Port, Proto: p.Proto, HostPort: uint16(hp)})
-				break
+			if err != nil || hp == 0 {
+				continue
 			}
+			ip := netip.IPv4Unspecified() // Docker writes "" for every address
+			if b.HostIP != "" {
+				if ip, err = netip.ParseAddr(b.HostIP); err != nil {
+					continue
+				}
+			}
+			out = append(out, resolver.Published{Port: p.Port, Proto: p.Proto, HostPort: uint16(hp), HostIP: ip})
 		}
 	}
 	slices.SortFunc(out, func(a, b resolver.Published) int {
-		return cmp.Or(cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto))
+		return cmp.Or(cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto), a.HostIP.Compare(b.HostIP), cmp.Compare(a.HostPort, b.HostPort))
 	})
 	return out
 }

@@ -99,6 +99,7 @@ type Published struct {
 	Port     uint16 // the container's port
 	Proto    string // "tcp" or "udp"
 	HostPort uint16
+	HostIP   netip.Addr // the address bound; unspecified (0.0.0.0, ::) for every address
 }
 
 // Network is a Docker network.
