@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -311,4 +313,93 @@ func pageUpdate(t *testing.T, p *clusterProc) string {
 	}
 	t.Fatalf("no update from /api/v1/events: %v", sc.Err())
 	return ""
+}
+
+// TestClusterConverge: 500 random adds and removes in the records files of
+// three sidedns processes; afterwards every instance holds exactly the
+// others' records, nothing lost and nothing duplicated.
+func TestClusterConverge(t *testing.T) {
+	ec := etcdtest.Start(t, 3)
+	up := startFakeUpstream(t)
+	dir := t.TempDir()
+	hosts := []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"}
+	sets := make([]map[string]string, 3) // name -> address
+	paths := make([]string, 3)
+	write := func(i int) {
+		var b strings.Builder
+		b.WriteString("services:\n")
+		for _, name := range slices.Sorted(maps.Keys(sets[i])) {
+			fmt.Fprintf(&b, "  - name: %s\n    addresses: [%s]\n", name, sets[i][name])
+		}
+		tmp := paths[i] + ".tmp"
+		writeFile(t, tmp, b.String())
+		if err := os.Rename(tmp, paths[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var procs []*clusterProc
+	for i, h := range hosts {
+		sets[i] = map[string]string{}
+		paths[i] = filepath.Join(dir, fmt.Sprintf("host%d.yaml", i))
+		write(i)
+		procs = append(procs, launchClusterSidedns(t, up, false, "--cluster-etcd", ec.Endpoints()[i], "--advertise-addr", h,
+			"--records-file", paths[i]))
+	}
+	rng := rand.New(rand.NewPCG(500, 3))
+	for op := range 500 {
+		i := rng.IntN(3)
+		name := fmt.Sprintf("svc-%d", rng.IntN(80))
+		if _, ok := sets[i][name]; ok && rng.IntN(2) == 0 {
+			delete(sets[i], name)
+		} else {
+			sets[i][name] = fmt.Sprintf("10.%d.%d.%d", 50+i, op/250, op%250+1)
+		}
+		write(i)
+		time.Sleep(time.Duration(rng.IntN(10)) * time.Millisecond)
+	}
+	for i, p := range procs {
+		var want []string
+		for j, h := range hosts {
+			origin := h
+			if j == i {
+				origin = "file"
+			}
+			for name, a := range sets[j] {
+				want = append(want, origin+" "+name+" "+a)
+			}
+		}
+		slices.Sort(want)
+		var got []string
+		if _, ok := waitFor(10*time.Second, func() bool { got = zoneRecords(t, p); return slices.Equal(got, want) }); !ok {
+			t.Fatalf("host %d holds %d records, want %d:\n got %v\nwant %v", i, len(got), len(want), got, want)
+		}
+	}
+	t.Logf("converged: %d, %d and %d records on the three hosts", len(sets[0]), len(sets[1]), len(sets[2]))
+}
+
+// zoneRecords reads /api/v1/records: "origin name address" for every
+// record that is not a local container, sorted.
+func zoneRecords(t *testing.T, p *clusterProc) []string {
+	var recs struct {
+		Containers []struct {
+			Name      string `json:"name"`
+			Origin    string `json:"origin"`
+			Addresses []struct {
+				IPv4 string `json:"ipv4"`
+			} `json:"addresses"`
+		} `json:"containers"`
+	}
+	if err := json.Unmarshal([]byte(httpGet(t, "http://"+p.HTTPAddr+"/api/v1/records")), &recs); err != nil {
+		return nil
+	}
+	var out []string
+	for _, c := range recs.Containers {
+		for _, a := range c.Addresses {
+			if c.Origin != "" {
+				out = append(out, c.Origin+" "+c.Name+" "+a.IPv4)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
