@@ -83,7 +83,7 @@ func TestLocalRecords(t *testing.T) {
 		Networks: []resolver.Network{{Name: "bridge"}, {Name: "ov", Spans: true}},
 		Containers: []resolver.Container{
 			{Name: "pub", Project: "shop", Service: "api",
-				Ports:     []resolver.Port{{Port: 8080, Proto: "tcp"}, {Name: "http", Port: 8080, Proto: "tcp"}},
+				Ports: []resolver.Port{{Port: 8080, Proto: "tcp"}, {Name: "http", Port: 8080, Proto: "tcp"}},
 				Published: []resolver.Published{
 					{Port: 8080, Proto: "tcp", HostPort: 49153, HostIP: netip.IPv4Unspecified()},
 					{Port: 8080, Proto: "tcp", HostPort: 49153, HostIP: netip.IPv6Unspecified()},
