@@ -61,8 +61,11 @@ type Stats struct {
 
 // Node publishes this host's records and watches everyone else's.
 type Node struct {
-	cfg   Config
-	cli   *clientv3.Client
+	cfg Config
+	// cli is set by Run before its loops start, which alone use it; Status
+	// runs on other goroutines and reads client.
+	cli    *clientv3.Client
+	client atomic.Pointer[clientv3.Client]
 	log   *zap.Logger
 	Stats Stats
 
@@ -112,24 +115,38 @@ func New(cfg Config) (*Node, error) {
 	if cfg.LeaseTTL < 2*time.Second {
 		return nil, fmt.Errorf("cluster: lease TTL %v below etcd's 2s minimum", cfg.LeaseTTL)
 	}
-	beat := cfg.LeaseTTL / 3
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            cfg.Endpoints,
-		DialTimeout:          beat,
-		DialKeepAliveTime:    beat,
-		DialKeepAliveTimeout: beat,
-		TLS:                  cfg.TLS,
-		Username:             cfg.Username,
-		Password:             cfg.Password,
-		Logger:               cfg.Logger.Named("etcd").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("connect etcd %v: %w", cfg.Endpoints, err)
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("cluster: no etcd endpoints")
 	}
 	return &Node{
-		cfg: cfg, cli: cli, log: cfg.Logger, want: make(chan struct{}, 1),
+		cfg: cfg, log: cfg.Logger, want: make(chan struct{}, 1),
 		started: cfg.Now(), hosts: make(map[string]*hostState),
 	}, nil
+}
+
+// connect makes the etcd client, retrying until it succeeds: with auth the
+// client fetches a token at once, and etcd may be down when sidedns starts.
+func (n *Node) connect(ctx context.Context) (*clientv3.Client, error) {
+	beat := n.cfg.LeaseTTL / 3
+	for {
+		cli, err := clientv3.New(clientv3.Config{
+			Endpoints:            n.cfg.Endpoints,
+			DialTimeout:          max(beat, 5*time.Second),
+			DialKeepAliveTime:    beat,
+			DialKeepAliveTimeout: beat,
+			TLS:                  n.cfg.TLS,
+			Username:             n.cfg.Username,
+			Password:             n.cfg.Password,
+			Logger:               n.cfg.Logger.Named("etcd").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
+		})
+		if err == nil {
+			return cli, nil
+		}
+		n.log.Warn("connect etcd; retrying", zap.Strings("endpoints", n.cfg.Endpoints), zap.Error(err))
+		if !sleep(ctx, n.retryDelay()) {
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // Publish sets the records this host publishes. The node writes the
@@ -147,7 +164,13 @@ func (n *Node) Publish(recs []Record) {
 // Run publishes and watches until ctx ends, then revokes the lease so this
 // host's records vanish at once rather than after the TTL.
 func (n *Node) Run(ctx context.Context) error {
-	defer n.cli.Close()
+	cli, err := n.connect(ctx)
+	if err != nil {
+		return nil // stopped before etcd was reached
+	}
+	defer cli.Close()
+	n.cli = cli
+	n.client.Store(cli)
 	var wg sync.WaitGroup
 	wg.Go(func() { n.watchLoop(ctx) })
 	wg.Go(func() { n.publishLoop(ctx) })

@@ -407,9 +407,12 @@ func TestAuth(t *testing.T) {
 			t.Fatalf("set up auth: %v", err)
 		}
 	}
-	start := func(adv, user, pw string) *testNode {
+	start := func(adv, user, pw string, eps ...string) *testNode {
+		if eps == nil {
+			eps = ec.Endpoints()
+		}
 		tn := &testNode{done: make(chan struct{})}
-		n, err := New(Config{Endpoints: ec.Endpoints(), LeaseTTL: testTTL, StaleWindow: testStale,
+		n, err := New(Config{Endpoints: eps, LeaseTTL: testTTL, StaleWindow: testStale,
 			Advertise: netip.MustParseAddr(adv), Username: user, Password: pw, Logger: zaptest.NewLogger(t).Named(adv),
 			OnRemote: func(cs []resolver.Container) { tn.mu.Lock(); tn.layer = cs; tn.mu.Unlock() }})
 		if err != nil {
@@ -435,4 +438,14 @@ func TestAuth(t *testing.T) {
 	if got := anon.view(); len(got) != 0 {
 		t.Fatalf("an unauthenticated host read %v", got)
 	}
+
+	// etcd unreachable when a node with auth starts: it keeps trying, and
+	// publishes once etcd is there.
+	px := etcdtest.NewProxy(t, etcdtest.HostPort(ec.Endpoints()[0]))
+	px.Cut()
+	late := start("127.0.1.4", "sidedns", "s3cret", px.URL())
+	late.Publish([]Record{rec("late-1", "10.4.0.1")})
+	time.Sleep(testTTL)
+	px.Restore()
+	waitView(t, a, 15*time.Second, []string{"127.0.1.2 b-1 10.2.0.1", "127.0.1.4 late-1 10.4.0.1"})
 }

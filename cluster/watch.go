@@ -309,8 +309,12 @@ func (n *Node) heartbeat(ctx context.Context, id clientv3.LeaseID) time.Time {
 	if ok && now.Sub(c.asked) < n.cfg.LeaseTTL/3 {
 		return c.beat
 	}
+	cli := n.client.Load()
+	if cli == nil {
+		return c.beat
+	}
 	tctx, cancel := context.WithTimeout(ctx, time.Second)
-	resp, err := n.cli.TimeToLive(tctx, id)
+	resp, err := cli.TimeToLive(tctx, id)
 	cancel()
 	if err != nil || resp.TTL <= 0 {
 		return c.beat
