@@ -67,8 +67,9 @@ type Query struct {
 func (q *Query) Name() []byte { return q.nameBuf[:q.nameLen] }
 
 // Parse reads pkt into q. A query has one question, no answer or authority
-// records, and in the additional section at most one OPT, owned by the root;
-// other additional records are skipped.
+// records, TC clear, and in the additional section at most one OPT, owned by
+// the root; other additional records are skipped, and so are bytes after
+// the last record.
 func Parse(pkt []byte, q *Query) error {
 	*q = Query{ID: q.ID} // keeps nameBuf's storage; every field is set below
 	q.nameLen, q.UDPSize = 0, 512
@@ -89,7 +90,9 @@ func Parse(pkt []byte, q *Query) error {
 	}
 	// EDNS is read even when the question is bad, so that the error reply
 	// carries an OPT too (RFC 6891 7).
-	if qerr == nil && (an != 0 || ns != 0) {
+	// A query with TC set, answers or authority records is not one we
+	// know how to read (unbound: FORMERR too).
+	if qerr == nil && (an != 0 || ns != 0 || pkt[2]&0x02 != 0) {
 		qerr = ErrFormat
 	}
 	if qerr == nil {
@@ -187,9 +190,7 @@ func (q *Query) readAdditional(pkt []byte, off, ar int) error {
 		}
 		off = rdata + rdlen
 	}
-	if off != len(pkt) {
-		return ErrFormat
-	}
+	// Bytes after the last record are ignored, as unbound and BIND do.
 	return nil
 }
 

@@ -66,7 +66,8 @@ func TestParse(t *testing.T) {
 		{name: "forward pointer in the question", pkt: forward, err: ErrFormat},
 		{name: "response", pkt: pack(t, resp), err: ErrNotQuery},
 		{name: "short", pkt: []byte{1, 2, 3}, err: ErrNotQuery},
-		{name: "trailing garbage", pkt: append(pack(t, plain), 0), err: ErrFormat},
+		{name: "trailing garbage is ignored", pkt: append(pack(t, plain), 0), qname: "web.appnet", qtype: dns.TypeA, udpSize: 512},
+		{name: "TC set in a query", pkt: func() []byte { b := pack(t, plain); b[2] |= 2; return b }(), err: ErrFormat},
 		{name: "cut question", pkt: pack(t, plain)[:20], err: ErrFormat},
 		{name: "name over 255 octets", pkt: longName(4, 63), err: ErrFormat},
 	}
