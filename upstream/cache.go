@@ -478,7 +478,7 @@ func (c *Cache) join(ctx context.Context, h uint64, key []byte, tcp bool, query 
 		if qerr != nil {
 			call.err = qerr
 		} else {
-			c.exchange(ctx, call, q, ekey, tcp)
+			c.fetch(ctx, call, q, ekey, tcp)
 		}
 		if call.ent != nil {
 			c.lru.Add(h, call.ent)
@@ -499,9 +499,9 @@ func (c *Cache) join(ctx context.Context, h uint64, key []byte, tcp bool, query 
 	return call
 }
 
-// exchange asks next for q and packs the reply once, into call.ent when it
+// fetch asks next for q and packs the reply once, into call.ent when it
 // may be stored and into call.body otherwise.
-func (c *Cache) exchange(ctx context.Context, call *cacheCall, q *dns.Msg, key []byte, tcp bool) {
+func (c *Cache) fetch(ctx context.Context, call *cacheCall, q *dns.Msg, key []byte, tcp bool) {
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RefreshTimeout)
 	defer cancel()
 	qq := q.Question[0]
