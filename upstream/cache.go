@@ -326,7 +326,8 @@ func (e *cacheEntry) keyInto(buf *[cacheMaxKey]byte) []byte {
 // AppendHit appends the reply body for q to dst when a fresh entry exists
 // (header, question, records with their remaining TTL; no OPT) and returns
 // true. Otherwise dst comes back unchanged with false, and the caller takes
-// Resolve, which counts the miss. It does not allocate.
+// Resolve, which counts the miss. It does not allocate (only the rare
+// prefetch it may start does).
 func (c *Cache) AppendHit(dst []byte, q *dnswire.Query) ([]byte, bool) {
 	if !q.HasQuestion {
 		return dst, false
