@@ -214,11 +214,9 @@ func answerRcode(rcode int) dns.HandlerFunc {
 // blackhole never answers, like a server behind a dropped route.
 func blackhole(dns.ResponseWriter, *dns.Msg) {}
 
-// query builds a client query with RD set.
+// query builds the query the cache would send upstream for name and qtype.
 func query(name string, qtype uint16) *dns.Msg {
-	m := new(dns.Msg)
-	m.SetQuestion(name, qtype)
-	return m
+	return upstreamQuery(name, qtype, dns.ClassINET, false, false)
 }
 
 // firstA returns the first A record's address in r, or "".

@@ -73,7 +73,7 @@ func flagSpecs(c *config) []flagSpec {
 		HTTP:           defaultHTTP,
 		Domain:         "docker.",
 		TTL:            5 * time.Second,
-		CacheSize:      100000,
+		CacheSize:      upstream.DefaultCacheSize,
 		CacheMaxTTL:    24 * time.Hour,
 		StaleWindow:    24 * time.Hour,
 		Timeout:        upstream.DefaultTimeout,
