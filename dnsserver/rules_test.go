@@ -129,7 +129,7 @@ func TestProtocolRules(t *testing.T) {
 		for _, network := range []string{"udp", "tcp"} {
 			t.Run(tt.name+"/"+network, func(t *testing.T) {
 				up := answerA(1)
-				_, addr := startServer(t, Config{Upstream: up})
+				_, addr := startServer(t, Config{Upstream: through(t, up)})
 				reply := exchangeRaw(t, addr, network, tt.pkt)
 				if reply == nil {
 					t.Fatal("no reply")
@@ -164,7 +164,7 @@ func TestProtocolRules(t *testing.T) {
 // UDP and TCP run the same rules: the same packet gets byte-identical
 // replies over both, when the reply fits in UDP.
 func TestUDPAndTCPAnswerAlike(t *testing.T) {
-	_, addr := startServer(t, Config{Upstream: answerA(3)})
+	_, addr := startServer(t, Config{Upstream: through(t, answerA(3))})
 	for _, tt := range ruleCases(t) {
 		u, c := exchangeRaw(t, addr, "udp", tt.pkt), exchangeRaw(t, addr, "tcp", tt.pkt)
 		if !bytes.Equal(u, c) {
@@ -183,7 +183,7 @@ func TestTCPPipelining(t *testing.T) {
 		<-release
 		return inner(ctx, m)
 	}
-	_, addr := startServer(t, Config{Upstream: up})
+	_, addr := startServer(t, Config{Upstream: through(t, up)})
 	c, err := dns.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -220,7 +220,7 @@ func FuzzRespond(f *testing.F) {
 		f.Add(tt.pkt)
 	}
 	local := &fakeLocal{names: map[string]netip.Addr{"web.docker.": netip.MustParseAddr("172.18.0.2")}}
-	s, err := New(Config{Listen: []string{"127.0.0.1:0"}, Local: local, Upstream: answerA(2)})
+	s, err := New(Config{Listen: []string{"127.0.0.1:0"}, Local: local, Upstream: through(f, answerA(2))})
 	if err != nil {
 		f.Fatal(err)
 	}
