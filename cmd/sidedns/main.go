@@ -149,24 +149,24 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 	// One forward may time out on one upstream and then need a full try on
 	// the next, so it gets at least two tries' worth of time.
 	forwardBudget := max(dnsserver.DefaultForwardTimeout, 2*cfg.Timeout+time.Second)
-	var ex upstream.Exchanger = a.fwd
-	if cfg.CacheSize > 0 {
-		stale := cfg.StaleWindow
-		if stale == 0 {
-			stale = -1 // the cache reads 0 as its default
-		}
-		a.cache, err = upstream.NewCache(a.fwd, upstream.CacheConfig{
-			Size:           cfg.CacheSize,
-			MinTTL:         cfg.CacheMinTTL,
-			MaxTTL:         cfg.CacheMaxTTL,
-			StaleWindow:    stale,
-			RefreshTimeout: forwardBudget,
-			Logger:         log.Named("cache"),
-		})
-		if err != nil {
-			return nil, err
-		}
-		ex = a.cache
+	stale := cfg.StaleWindow
+	if stale == 0 {
+		stale = -1 // the cache reads 0 as its default
+	}
+	size := cfg.CacheSize
+	if size == 0 {
+		size = -1 // --cache-size 0: store nothing; identical misses still share one exchange
+	}
+	a.cache, err = upstream.NewCache(a.fwd, upstream.CacheConfig{
+		Size:           size,
+		MinTTL:         cfg.CacheMinTTL,
+		MaxTTL:         cfg.CacheMaxTTL,
+		StaleWindow:    stale,
+		RefreshTimeout: forwardBudget,
+		Logger:         log.Named("cache"),
+	})
+	if err != nil {
+		return nil, err
 	}
 
 	listenStrs := make([]string, len(listen))
@@ -176,7 +176,7 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 	a.srv, err = dnsserver.New(dnsserver.Config{
 		Listen:         listenStrs,
 		Local:          a.res,
-		Upstream:       ex,
+		Upstream:       a.cache,
 		Allow:          cfg.Allow,
 		RateLimit:      dnsserver.RateLimit{QPS: cfg.RateLimit},
 		ForwardTimeout: forwardBudget,
@@ -200,7 +200,7 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 		zap.Stringers("listen", a.srv.Addrs()),
 		zap.Stringers("upstreams", specs),
 		zap.String("domain", cfg.Domain),
-		zap.Bool("cache", a.cache != nil),
+		zap.Int("cache_size", cfg.CacheSize),
 		zap.String("http", cfg.HTTP))
 	return a, nil
 }
