@@ -36,6 +36,10 @@ type Local interface {
 type RateLimit struct {
 	QPS   float64 // sustained queries per second per source address
 	Burst int     // bucket size; default 2×QPS
+	// Slip: every Slip-th UDP query over the limit gets an empty TC=1 reply,
+	// so an honest client retries over TCP; the rest are dropped. 0 never
+	// slips, 1 always does; cmd/sidedns uses DefaultSlip.
+	Slip int
 }
 
 // Defaults.
@@ -64,8 +68,8 @@ type Config struct {
 	// Allow lists the sources that may query. Empty means loopback plus every
 	// source Local.IsLocalSource accepts.
 	Allow []netip.Prefix
-	// RateLimit per source address; past it UDP queries are dropped and TCP
-	// queries get REFUSED.
+	// RateLimit per source address; past it UDP queries get TC=1 (a
+	// fraction, see RateLimit.Slip) or are dropped, and TCP queries get REFUSED.
 	RateLimit RateLimit
 	// ForwardTimeout bounds a forwarded query; default DefaultForwardTimeout.
 	ForwardTimeout time.Duration
@@ -82,7 +86,8 @@ type Stats struct {
 	Queries     atomic.Uint64 // parsed queries that reached the handler
 	Malformed   atomic.Uint64 // packets that did not parse, or were responses: dropped
 	Refused     atomic.Uint64 // sources outside the allow list
-	RateLimited atomic.Uint64 // over the per-source limit (UDP dropped, TCP REFUSED)
+	RateLimited atomic.Uint64 // over the per-source limit (UDP slipped or dropped, TCP REFUSED)
+	Slipped     atomic.Uint64 // the part of RateLimited answered with an empty TC=1 reply
 	FormErr     atomic.Uint64 // not exactly one question, or not a QUERY opcode
 	Local       atomic.Uint64 // answered from the table
 	Forwarded   atomic.Uint64 // answered by the upstream path
@@ -154,8 +159,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.LogQueries < 0 || cfg.LogQueries > 1 {
 		return nil, fmt.Errorf("new server: query log rate %v is not within 0..1", cfg.LogQueries)
 	}
-	if cfg.RateLimit.QPS < 0 || cfg.RateLimit.Burst < 0 {
-		return nil, fmt.Errorf("new server: negative rate limit %v/%v", cfg.RateLimit.QPS, cfg.RateLimit.Burst)
+	if cfg.RateLimit.QPS < 0 || cfg.RateLimit.Burst < 0 || cfg.RateLimit.Slip < 0 {
+		return nil, fmt.Errorf("new server: negative rate limit %v/%v/%v", cfg.RateLimit.QPS, cfg.RateLimit.Burst, cfg.RateLimit.Slip)
 	}
 	if cfg.RateLimit.QPS > 0 {
 		now := cfg.Now
@@ -402,7 +407,7 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, rateLimit bool) {
 		reply(rcode(req, dns.RcodeRefused), srcServer, dns.MinMsgSize)
 		return
 	}
-	if rateLimit && s.limiter != nil && !s.limiter.allow(src) {
+	if rateLimit && s.limiter != nil && s.limiter.check(src, tcp) != verdictAllow {
 		s.Stats.RateLimited.Add(1)
 		if tcp {
 			reply(rcode(req, dns.RcodeRefused), srcServer, dns.MinMsgSize)

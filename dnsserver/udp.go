@@ -57,9 +57,11 @@ func (s *Server) handleUDP(conn *net.UDPConn, pkt []byte, from netip.AddrPort, o
 	src := from.Addr().Unmap()
 	// Every source is rate-limited, refused ones too: REFUSED is a reply
 	// like any other, and spoofed floods must not be reflected at full rate.
-	if s.limiter != nil && !s.limiter.allow(src) {
-		s.Stats.RateLimited.Add(1)
-		return nil, false // dropped: a reply would feed a reflection attack
+	switch s.checkRate(src) {
+	case verdictSlip:
+		return s.slipReply(out, pkt, q)
+	case verdictDrop:
+		return nil, false // a reply would feed a reflection attack
 	}
 	allowed := s.allowed(src)
 	if reply, ok := s.fastUDP(out, pkt, src, allowed, q); ok {
