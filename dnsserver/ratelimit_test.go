@@ -162,7 +162,7 @@ func TestLimiterFlooderSurvivesSpoofedFlood(t *testing.T) {
 		}
 	}
 	if n := l.shards[shardOf(flooder)].buckets.Len(); n != maxSourcesPerShard {
-		t.Fatalf("flooder's shard holds %d sources, want it full (%d)", n, maxSourcesPerShard)
+		t.Errorf("flooder's shard holds %d sources, want it full (%d)", n, maxSourcesPerShard)
 	}
 	if limit := burst + qps*seconds; allowed > limit {
 		t.Errorf("flooder got %d queries through in %d s, more than burst+rate = %d: its bucket was reset", allowed, seconds, limit)
