@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -249,4 +250,14 @@ func FuzzRespond(f *testing.F) {
 			t.Fatalf("udp and tcp replies differ:\n%x\n%x", replies[0], replies[1])
 		}
 	})
+}
+
+// overlongQuery is a query for a name of four 63-octet labels (257 octets).
+func overlongQuery() []byte {
+	b := []byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}
+	for range 4 {
+		b = append(b, 63)
+		b = append(b, strings.Repeat("a", 63)...)
+	}
+	return append(b, 0, 0, 1, 0, 1)
 }

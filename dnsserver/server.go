@@ -25,6 +25,10 @@ import (
 type RateLimit struct {
 	QPS   float64 // sustained queries per second per source address
 	Burst int     // bucket size; default 2×QPS
+	// Slip: every Slip-th UDP query over the limit gets an empty TC=1 reply,
+	// so an honest client retries over TCP; the rest are dropped. 0 never
+	// slips, 1 always does; cmd/sidedns uses DefaultSlip.
+	Slip int
 }
 
 // Defaults.
@@ -36,6 +40,9 @@ const (
 	// udpReadSize is the read buffer for UDP queries; EDNS queries with options
 	// can exceed 512 bytes.
 	udpReadSize = 4096
+	// udpSocketBuffer is the receive buffer asked for each UDP socket: 4 MiB
+	// holds some 30,000 queries, about a third of a second at full load.
+	udpSocketBuffer = 4 << 20
 	// tcpIdleTimeout closes a TCP connection with no query for this long
 	// (RFC 7766 6.2.3: servers should not hold idle connections for long).
 	tcpIdleTimeout = 10 * time.Second
@@ -57,8 +64,8 @@ type Config struct {
 	// Allow lists the sources that may query. Empty means loopback plus every
 	// source Local.IsLocalSource accepts.
 	Allow []netip.Prefix
-	// RateLimit per source address; past it UDP queries are dropped and TCP
-	// queries get REFUSED.
+	// RateLimit per source address; past it UDP queries get TC=1 (a
+	// fraction, see RateLimit.Slip) or are dropped, and TCP queries get REFUSED.
 	RateLimit RateLimit
 	// ForwardTimeout bounds a forwarded query; default DefaultForwardTimeout.
 	ForwardTimeout time.Duration
@@ -75,7 +82,8 @@ type Stats struct {
 	Queries     atomic.Uint64 // parsed queries that reached the handler
 	Malformed   atomic.Uint64 // packets that did not parse, or were responses: dropped
 	Refused     atomic.Uint64 // sources outside the allow list
-	RateLimited atomic.Uint64 // over the per-source limit (UDP dropped, TCP REFUSED)
+	RateLimited atomic.Uint64 // over the per-source limit (UDP slipped or dropped, TCP REFUSED)
+	Slipped     atomic.Uint64 // the part of RateLimited answered with an empty TC=1 reply
 	FormErr     atomic.Uint64 // FORMERR, NOTIMP and BADVERS: the query did not parse
 	Policy      atomic.Uint64 // REFUSED or NOTIMP by policy: AXFR, meta types, other classes, RD=0 misses
 	Local       atomic.Uint64 // answered from the table
@@ -146,8 +154,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.LogQueries < 0 || cfg.LogQueries > 1 {
 		return nil, fmt.Errorf("new server: query log rate %v is not within 0..1", cfg.LogQueries)
 	}
-	if cfg.RateLimit.QPS < 0 || cfg.RateLimit.Burst < 0 {
-		return nil, fmt.Errorf("new server: negative rate limit %v/%v", cfg.RateLimit.QPS, cfg.RateLimit.Burst)
+	if cfg.RateLimit.QPS < 0 || cfg.RateLimit.Burst < 0 || cfg.RateLimit.Slip < 0 {
+		return nil, fmt.Errorf("new server: negative rate limit %v/%v/%v", cfg.RateLimit.QPS, cfg.RateLimit.Burst, cfg.RateLimit.Slip)
 	}
 	if cfg.RateLimit.QPS > 0 {
 		now := cfg.Now
@@ -279,6 +287,12 @@ func bind(ap netip.AddrPort, n int) ([]*net.UDPConn, *net.TCPListener, netip.Add
 				return nil, nil, netip.AddrPort{}, bindError(err)
 			}
 			conns = append(conns, pc.(*net.UDPConn))
+		}
+		for _, c := range conns {
+			// A burst that arrives while the reader is descheduled waits in
+			// the socket buffer instead of being dropped by the kernel. The
+			// kernel caps it at net.core.rmem_max; a smaller buffer is no error.
+			c.SetReadBuffer(udpSocketBuffer)
 		}
 		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(bound))
 		if err != nil {

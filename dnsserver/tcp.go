@@ -100,7 +100,7 @@ func (s *Server) handleTCP(pkt []byte, r *request) (reply []byte, ok bool) {
 		}
 	}()
 	out := make([]byte, 2, 514)
-	if s.limiter != nil && !s.limiter.allow(r.src) {
+	if s.limiter != nil && s.limiter.check(r.src, true) != verdictAllow {
 		// A TCP source cannot be spoofed; past the limit it is told REFUSED.
 		s.Stats.RateLimited.Add(1)
 		r.start = time.Now()

@@ -42,9 +42,11 @@ func (s *Server) handleUDP(conn *net.UDPConn, pkt []byte, from netip.AddrPort, o
 	r.src, r.tcp = from.Addr().Unmap(), false
 	// Every source is rate-limited, refused ones too: REFUSED is a reply
 	// like any other, and spoofed floods must not be reflected at full rate.
-	if s.limiter != nil && !s.limiter.allow(r.src) {
-		s.Stats.RateLimited.Add(1)
-		return nil, false // dropped: a reply would feed a reflection attack
+	switch s.checkRate(r.src) {
+	case verdictSlip:
+		return s.slipReply(out, pkt, &r.q)
+	case verdictDrop:
+		return nil, false // a reply would feed a reflection attack
 	}
 	defer func() {
 		// A bug must cost one query, not the reader goroutine and with it

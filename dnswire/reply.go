@@ -194,3 +194,12 @@ func AppendError(dst []byte, q *Query, rcode int) []byte {
 	}
 	return dst
 }
+
+// AppendTruncated appends an empty NOERROR reply to q with TC set: "ask again
+// over TCP". The rate limiter's slip sends it.
+func AppendTruncated(dst []byte, q *Query) []byte {
+	start := len(dst)
+	dst = AppendError(dst, q, 0)
+	dst[start+2] |= flagTC >> 8
+	return dst
+}

@@ -78,7 +78,7 @@ func flagSpecs(c *config) []flagSpec {
 		StaleWindow:    24 * time.Hour,
 		Timeout:        upstream.DefaultTimeout,
 		MaxConcurrent:  upstream.DefaultMaxConcurrent,
-		RateLimit:      2000,
+		RateLimit:      dnsserver.DefaultRateLimitQPS,
 		LogFormat:      "json",
 		LogLevel:       zapcore.InfoLevel,
 		ResyncInterval: 5 * time.Minute,
@@ -117,7 +117,8 @@ func flagSpecs(c *config) []flagSpec {
 			false, &intValue{dst: &c.MaxConcurrent, min: 1}},
 		{"allow", "cidr", "sources allowed to query. Default: loopback plus the subnets of the Docker networks sidedns sees",
 			true, &listValue[netip.Prefix]{dst: &c.Allow, parse: parsePrefix}},
-		{"rate-limit", "qps", "queries per second per source (burst: twice that); past it UDP queries are dropped and TCP ones REFUSED; 0 disables",
+		{"rate-limit", "qps", "queries per second per source (burst: twice that); past it some UDP queries get an empty TC=1 reply " +
+			"(so that honest clients retry over TCP), the rest are dropped, and TCP queries get REFUSED; 0 disables",
 			false, &floatValue{dst: &c.RateLimit, min: 0, max: 1e9}},
 		{"log-format", "json|console", "log encoding",
 			false, &stringValue{dst: &c.LogFormat, parse: oneOf("json", "console")}},

@@ -50,7 +50,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		StaleWindow:    24 * time.Hour,
 		Timeout:        2 * time.Second,
 		MaxConcurrent:  1024,
-		RateLimit:      2000,
+		RateLimit:      10000,
 		LogFormat:      "json",
 		LogLevel:       zapcore.InfoLevel,
 		ResyncInterval: 5 * time.Minute,

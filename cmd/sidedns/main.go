@@ -178,7 +178,7 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 		Local:          a.res,
 		Upstream:       a.cache,
 		Allow:          cfg.Allow,
-		RateLimit:      dnsserver.RateLimit{QPS: cfg.RateLimit},
+		RateLimit:      dnsserver.RateLimit{QPS: cfg.RateLimit, Slip: dnsserver.DefaultSlip},
 		ForwardTimeout: forwardBudget,
 		Logger:         log.Named("dns"),
 		LogQueries:     cfg.LogQueries,
