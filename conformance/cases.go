@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"strings"
 
 	"github.com/miekg/dns"
 )
@@ -128,8 +129,10 @@ func cases() []tcase {
 		{id: "fwd-nodata", desc: "forwarded TXT (NODATA upstream)", packets: func(fresh string) [][]byte {
 			return [][]byte{pack(q(fresh, dns.TypeTXT))}
 		}},
-		{id: "fwd-refused-edns", desc: "upstream REFUSED (name outside test.), EDNS query",
-			packets: local("outside.invalid-tld.", dns.TypeA, edns)},
+		{id: "fwd-refused-edns", desc: "upstream REFUSED (a fresh name outside test.), EDNS query",
+			packets: func(fresh string) [][]byte {
+				return [][]byte{pack(q(strings.TrimSuffix(fresh, "test.")+"invalid-tld.", dns.TypeA, edns))}
+			}},
 		{id: "fwd-0x20", desc: "mixed-case forwarded name echoed", packets: func(fresh string) [][]byte {
 			return [][]byte{pack(q(mixCase(fresh), dns.TypeA))}
 		}},
@@ -157,6 +160,7 @@ func cases() []tcase {
 		{id: "zone-escaped-dot2", desc: `web\.appnet.docker A`, packets: local(`web\.appnet.docker.`, dns.TypeA)},
 		{id: "zone-apex-soa", desc: "docker SOA", packets: local("docker.", dns.TypeSOA)},
 		{id: "zone-apex-ns", desc: "docker NS", packets: local("docker.", dns.TypeNS)},
+		{id: "zone-ns-name", desc: "ns.docker A: the name server the NS record names", packets: local("ns.docker.", dns.TypeA)},
 		{id: "zone-apex-a", desc: "docker A: NODATA", packets: local("docker.", dns.TypeA)},
 		{id: "zone-any", desc: "web.docker ANY", packets: local("web.docker.", dns.TypeANY)},
 		{id: "fwd-any", desc: "ANY for a forwarded name", packets: func(fresh string) [][]byte {

@@ -16,7 +16,7 @@ DUMP=${DUMP:-0}
 # allow_snoop: unbound answers RD=0 from its cache, which is the rule sidedns keeps (plain allow REFUSEs RD=0).
 UNBOUND_ACCESS=${UNBOUND_ACCESS:-allow_snoop}
 
-log() { printf '[conformance] %s\n' "$*" >&2; }
+log() { printf '[conformance %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 2; }
 
 command -v unbound >/dev/null || die "unbound is missing: apt-get install unbound"
@@ -100,7 +100,12 @@ start() {
 
 start_authserver() { exec "$WORK/authserver" -listen "127.0.0.1:$1"; }
 start authserver probe.test.
-AUTH_PORT=$PORT_authserver
+# Each resolver reaches the authserver through its own recorder, which logs the questions it relays:
+# compare reads the logs to tell which questions were forwarded.
+start_up_unbound() { exec "$WORK/conformance" recorder -listen "127.0.0.1:$1" -to "127.0.0.1:$PORT_authserver" -log "$WORK/upstream-unbound.txt"; }
+start_up_sidedns() { exec "$WORK/conformance" recorder -listen "127.0.0.1:$1" -to "127.0.0.1:$PORT_authserver" -log "$WORK/upstream-sidedns.txt"; }
+start up_unbound probe.test.
+start up_sidedns probe.test.
 
 start_unbound() {
   cat >"$WORK/unbound.conf" <<EOF
@@ -132,17 +137,17 @@ remote-control:
 # Everything goes to the loopback upstream, as with sidedns: unbound never asks the root servers.
 forward-zone:
   name: "."
-  forward-addr: 127.0.0.1@$AUTH_PORT
+  forward-addr: 127.0.0.1@$PORT_up_unbound
 EOF
   unbound-checkconf "$WORK/unbound.conf" >/dev/null || return 1
   exec unbound -d -p -c "$WORK/unbound.conf"
 }
 start unbound web.docker.
 UNBOUND_PORT=$PORT_unbound
-log "unbound $(unbound -V | head -1 | awk '{print $2}') on 127.0.0.1:$UNBOUND_PORT, upstream 127.0.0.1:$AUTH_PORT"
+log "unbound $(unbound -V | head -1 | awk '{print $2}') on 127.0.0.1:$UNBOUND_PORT, upstream 127.0.0.1:$PORT_up_unbound -> authserver 127.0.0.1:$PORT_authserver"
 
 if [[ $DUMP == 1 ]]; then
-  "$WORK/conformance" dump -server "127.0.0.1:$UNBOUND_PORT" "$@"
+  "$WORK/conformance" dump -server "127.0.0.1:$UNBOUND_PORT" -unbound-log "$WORK/upstream-unbound.txt" "$@"
   exit
 fi
 
@@ -153,11 +158,12 @@ grep -qx ready "$WORK/docker.out" || { cat "$WORK/docker.log" >&2; die "fake doc
 
 start_sidedns() {
   DOCKER_HOST=unix://$WORK/docker.sock exec "$WORK/sidedns" \
-    --listen "127.0.0.1:$1" --upstream "127.0.0.1:$AUTH_PORT" --http off \
+    --listen "127.0.0.1:$1" --upstream "127.0.0.1:$PORT_up_sidedns" --http off \
     --allow 127.0.0.0/8 --rate-limit 0 --log-level error
 }
 start sidedns api.shop.docker.
 SIDEDNS_PORT=$PORT_sidedns
 log "sidedns $(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- . 2>/dev/null || echo +dirty) on 127.0.0.1:$SIDEDNS_PORT"
 
-"$WORK/conformance" compare -unbound "127.0.0.1:$UNBOUND_PORT" -sidedns "127.0.0.1:$SIDEDNS_PORT" "$@"
+"$WORK/conformance" compare -unbound "127.0.0.1:$UNBOUND_PORT" -sidedns "127.0.0.1:$SIDEDNS_PORT" \
+  -unbound-log "$WORK/upstream-unbound.txt" -sidedns-log "$WORK/upstream-sidedns.txt" "$@"

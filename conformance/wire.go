@@ -109,6 +109,7 @@ type summary struct {
 	ns       []string
 	extra    []string
 	opt      string // "" without OPT
+	upstream bool   // the question reached the server's upstream (compare with recorders only)
 }
 
 func summarize(r reply) summary {
@@ -231,6 +232,9 @@ func (s summary) short() string {
 	if !s.idOK {
 		out += " ID!"
 	}
+	if s.upstream {
+		out += " [fwd]"
+	}
 	return out
 }
 
@@ -245,8 +249,12 @@ func hasSOA(rrs []string) bool {
 
 // long is every compared field, one string.
 func (s summary) long() string {
+	up := ""
+	if s.upstream {
+		up = " [forwarded upstream]"
+	}
 	if s.none != "" {
-		return s.none
+		return s.none + up
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s flags=[%s] id-echoed=%v", s.opcode, s.rcode, s.flags, s.idOK)
@@ -259,5 +267,5 @@ func (s summary) long() string {
 	} else {
 		b.WriteString(" edns=none")
 	}
-	return b.String()
+	return b.String() + up
 }

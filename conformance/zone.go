@@ -47,6 +47,8 @@ func unboundLocalData() string {
 	fmt.Fprintf(&b, "  local-zone: %q static\n", zone)
 	line("%s", soaData)
 	line("docker. 5 IN NS ns.docker.")
+	// The name server is sidedns itself, on 127.0.0.1 in conformance runs.
+	line("ns.docker. 5 IN A 127.0.0.1")
 	for _, c := range containers {
 		line("%s.docker. 5 IN A %s", c.name, c.ip)
 		line("%s.%s.docker. 5 IN A %s", c.name, netName, c.ip)
