@@ -79,6 +79,17 @@ var rules = []rule{
 		},
 	},
 	{
+		id:     "formerr-no-opt",
+		reason: "a query whose ARCOUNT lies has no OPT to answer: its FORMERR may leave the OPT out (unbound adds one)",
+		cases:  []string{"ar-lie"},
+		adjust: func(u, s summary) summary {
+			if u.rcode == "FORMERR" && s.rcode == "FORMERR" && s.opt == "" {
+				u.opt = ""
+			}
+			return u
+		},
+	},
+	{
 		id:     "malformed-drop",
 		reason: "a question that does not parse, or whose counts lie, gets FORMERR or is dropped (issue 9)",
 		cases:  malformed,

@@ -41,7 +41,8 @@ port_busy() { ss -Hlnu "sport = :$1" 2>/dev/null | grep -q . || ss -Hlnt "sport 
 # free_port: a port free on UDP and TCP, from a random start, not one handed out before.
 USED=" "
 free_port() {
-  local p=$((20000 + RANDOM % 30000)) i
+  # Below the ephemeral range (32768-60999 on Linux), so that no outgoing socket holds it.
+  local p=$((20000 + RANDOM % 12000)) i
   for i in $(seq 200); do
     if [[ "$USED" != *" $p "* ]] && ! port_busy "$p"; then
       USED+="$p "
@@ -55,11 +56,13 @@ free_port() {
 
 
 log "building into $WORK"
-(cd "$ROOT" && go build -o "$WORK/authserver" ./bench/authserver) || die "build authserver"
-(cd "$ROOT" && go build -o "$WORK/conformance" ./conformance) || die "build conformance"
-if [[ $DUMP != 1 ]]; then
-  (cd "$ROOT" && go build -o "$WORK/sidedns" ./cmd/sidedns) || die "build sidedns"
-fi
+# In parallel: on a busy machine most of the time is linking.
+build() { (cd "$ROOT" && go build -o "$WORK/$1" "./$2") >"$WORK/build-$1.log" 2>&1 || { cat "$WORK/build-$1.log" >&2; return 1; }; }
+BUILDS=()
+build authserver bench/authserver & BUILDS+=($!)
+build conformance conformance & BUILDS+=($!)
+[[ $DUMP == 1 ]] || { build sidedns cmd/sidedns & BUILDS+=($!); }
+for pid in "${BUILDS[@]}"; do wait "$pid" || die "build failed"; done
 
 # answers PORT NAME: true when the server on PORT answers NAME A with NOERROR and an A record.
 answers() {
