@@ -15,7 +15,10 @@ type tcase struct {
 	id      string
 	desc    string
 	udpOnly bool
-	packets func(fresh string) [][]byte
+	// pipelined: over TCP only, every packet goes on one connection at once,
+	// and the summary is the order of the replies.
+	pipelined bool
+	packets   func(fresh string) [][]byte
 }
 
 // q builds a query with RD set, as stub resolvers send it.
@@ -222,6 +225,12 @@ func cases() []tcase {
 		{id: "type-maila-fwd", desc: "qtype MAILA, forwarded name", packets: metaFwd(dns.TypeMAILA)},
 		{id: "type-mailb", desc: "qtype MAILB (253)", packets: local("web.docker.", dns.TypeMAILB)},
 		{id: "type-mailb-fwd", desc: "qtype MAILB, forwarded name", packets: metaFwd(dns.TypeMAILB)},
+
+		// RFC 7766 6.2.1.1: a slow forward does not hold up a local answer asked after it on the same connection.
+		{id: "tcp-pipeline", desc: "one TCP connection: a forward the upstream answers 300 ms late, then web.docker A",
+			pipelined: true, packets: func(fresh string) [][]byte {
+				return [][]byte{pack(q(slowPrefix+fresh, dns.TypeA)), pack(q("web.docker.", dns.TypeA))}
+			}},
 
 		// Header oddities.
 		{id: "opcode-notify", desc: "opcode NOTIFY", packets: local("docker.", dns.TypeSOA, opcode(dns.OpcodeNotify))},

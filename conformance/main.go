@@ -175,7 +175,7 @@ func ask(cs []tcase, servers []target, timeout time.Duration) ([]result, error) 
 	}
 	for _, c := range cs {
 		for _, proto := range []string{"udp", "tcp"} {
-			if proto == "tcp" && c.udpOnly {
+			if (proto == "tcp" && c.udpOnly) || (proto == "udp" && c.pipelined) {
 				continue
 			}
 			res = append(res, result{c: c, proto: proto, got: make([]summary, len(servers))})
@@ -211,7 +211,7 @@ func ask(cs []tcase, servers []target, timeout time.Duration) ([]result, error) 
 					swg.Add(1)
 					go func() {
 						defer swg.Done()
-						sum, err := askOne(w.r.proto, srv, w.pkts, w.r.key, timeout)
+						sum, err := askOne(w.r, srv, w.pkts, timeout)
 						if err != nil {
 							mu.Lock()
 							firstErr = cmp.Or(firstErr, err)
@@ -230,7 +230,11 @@ func ask(cs []tcase, servers []target, timeout time.Duration) ([]result, error) 
 
 // askOne sends pkts to one server and summarises the reply to the last one,
 // marking it forwarded when the last packet added key to the upstream log.
-func askOne(proto string, srv target, pkts [][]byte, key string, timeout time.Duration) (summary, error) {
+func askOne(r *result, srv target, pkts [][]byte, timeout time.Duration) (summary, error) {
+	if r.c.pipelined {
+		return pipeline(srv.addr, pkts, timeout), nil
+	}
+	proto, key := r.proto, r.key
 	var rep reply
 	for _, p := range pkts[:len(pkts)-1] {
 		exchange(proto, srv.addr, p, timeout)

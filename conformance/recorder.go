@@ -25,12 +25,21 @@ type recorder struct {
 	log *os.File
 }
 
+// Names that start with slowPrefix are relayed after slowDelay.
+const (
+	slowPrefix = "slow-"
+	slowDelay  = 300 * time.Millisecond
+)
+
 func (r *recorder) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	r.mu.Lock()
 	for _, q := range req.Question {
 		fmt.Fprintf(r.log, "%s\t%d\t%d\t%d\n", q.Name, q.Qclass, q.Qtype, req.Opcode)
 	}
 	r.mu.Unlock()
+	if len(req.Question) > 0 && strings.HasPrefix(strings.ToLower(req.Question[0].Name), slowPrefix) {
+		time.Sleep(slowDelay) // a slow upstream answer, for the pipelining case
+	}
 	c := &dns.Client{Net: w.RemoteAddr().Network(), Timeout: 2 * time.Second}
 	resp, _, err := c.Exchange(req, r.to)
 	if err != nil {

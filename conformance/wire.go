@@ -81,6 +81,45 @@ func exchange(proto, server string, pkt []byte, timeout time.Duration) reply {
 	return reply{msg: m, size: len(buf), idOK: idOK}
 }
 
+// pipeline sends every packet on one TCP connection at once and says in
+// which order the replies came, by question name.
+func pipeline(server string, pkts [][]byte, timeout time.Duration) summary {
+	conn, err := net.DialTimeout("tcp", server, timeout)
+	if err != nil {
+		return summary{none: "dial: " + err.Error()}
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	var out []byte
+	for _, p := range pkts {
+		out = binary.BigEndian.AppendUint16(out, uint16(len(p)))
+		out = append(out, p...)
+	}
+	if _, err := conn.Write(out); err != nil {
+		return summary{none: "write: " + err.Error()}
+	}
+	var order []string
+	for range pkts {
+		var l [2]byte
+		if _, err := io.ReadFull(conn, l[:]); err != nil {
+			order = append(order, noReply(err))
+			break
+		}
+		buf := make([]byte, binary.BigEndian.Uint16(l[:]))
+		m := new(dns.Msg)
+		if _, err := io.ReadFull(conn, buf); err != nil || m.Unpack(buf) != nil || len(m.Question) == 0 {
+			order = append(order, "bad reply")
+			break
+		}
+		name := strings.ToLower(m.Question[0].Name)
+		if strings.HasPrefix(name, slowPrefix) {
+			name = "the slow forward"
+		}
+		order = append(order, name+" "+dns.RcodeToString[m.Rcode])
+	}
+	return summary{none: "replies in order: " + strings.Join(order, ", ")}
+}
+
 func noReply(err error) string {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return "no reply"
