@@ -2,16 +2,20 @@
 # conformance/run.sh: ask sidedns and unbound the same questions and print how their replies differ.
 #
 # Everything runs on 127.0.0.1 on free ports: bench/authserver is the upstream of both (it is authoritative
-# for test. and refuses every other name); unbound (Debian's package) forwards "." to it and has the docker.
-# zone as a static local zone; sidedns forwards to it and reads the same containers from a fake Docker
-# daemon (conformance docker). Exits 1 on a difference that no rule in conformance/rules.go explains.
+# for test. and refuses every other name), each reached through its own recorder (conformance recorder),
+# which logs the questions it relays; unbound (Debian's package) forwards "." there and has the docker.
+# zone as a static local zone; sidedns forwards there and reads the same containers from a fake Docker
+# daemon (conformance docker). Exits 1 on a difference that no rule in conformance/rules.go explains, or on
+# a zone name that sidedns sent upstream; 2 when the set-up fails.
 #
 # Usage: conformance/run.sh [-v] [-cases id,id]     (flags go to `conformance compare`)
 # Env: DUMP=1 prints only unbound's replies (conformance dump), without building or starting sidedns.
 #      KEEP_WORK=1 keeps the temp dir with the configs and logs.
+#      SIDEDNS_SRC=DIR builds sidedns from another checkout (default: this one).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SIDEDNS_SRC=${SIDEDNS_SRC:-$ROOT}
 DUMP=${DUMP:-0}
 # allow_snoop: unbound answers RD=0 from its cache, which is the rule sidedns keeps (plain allow REFUSEs RD=0).
 UNBOUND_ACCESS=${UNBOUND_ACCESS:-allow_snoop}
@@ -61,8 +65,8 @@ build() { (cd "$ROOT" && go build -o "$WORK/$1" "./$2") >"$WORK/build-$1.log" 2>
 BUILDS=()
 build authserver bench/authserver & BUILDS+=($!)
 build conformance conformance & BUILDS+=($!)
-[[ $DUMP == 1 ]] || { build sidedns cmd/sidedns & BUILDS+=($!); }
-for pid in "${BUILDS[@]}"; do wait "$pid" || die "build failed"; done
+[[ $DUMP == 1 ]] || { (cd "$SIDEDNS_SRC" && go build -o "$WORK/sidedns" ./cmd/sidedns) >"$WORK/build-sidedns.log" 2>&1 & BUILDS+=($!); }
+for pid in "${BUILDS[@]}"; do wait "$pid" || { cat "$WORK"/build-*.log >&2; die "build failed"; }; done
 
 # answers PORT NAME: true when the server on PORT answers NAME A with NOERROR and an A record.
 answers() {
@@ -169,7 +173,7 @@ start_sidedns() {
 }
 start sidedns api.shop.docker.
 SIDEDNS_PORT=$PORT_sidedns
-log "sidedns $(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- . 2>/dev/null || echo +dirty) on 127.0.0.1:$SIDEDNS_PORT"
+log "sidedns from $SIDEDNS_SRC at $(cd "$SIDEDNS_SRC" && git rev-parse --short HEAD 2>/dev/null || echo "(not a git checkout)")$(cd "$SIDEDNS_SRC" && git diff --quiet HEAD 2>/dev/null || echo +dirty) on 127.0.0.1:$SIDEDNS_PORT"
 
 "$WORK/conformance" compare -unbound "127.0.0.1:$UNBOUND_PORT" -sidedns "127.0.0.1:$SIDEDNS_PORT" \
   -unbound-log "$WORK/upstream-unbound.txt" -sidedns-log "$WORK/upstream-sidedns.txt" "$@"
