@@ -69,6 +69,7 @@ type addrUse struct {
 
 // member is one container's endpoint on one network.
 type member struct {
+	id       string // container ID
 	name     string // container name
 	project  string
 	ip4      netip.Addr
@@ -242,7 +243,7 @@ func (nt *netTable) keyChanged(key string, name bool, up int32) {
 func newMember(m *member, c *Container, j int, ord uint64, o Options) {
 	ep := &c.Endpoints[j]
 	*m = member{
-		name: c.Name, project: c.Project, ip4: ep.IPv4, ip6: ep.IPv6,
+		id: c.ID, name: c.Name, project: c.Project, ip4: ep.IPv4, ip6: ep.IPv6,
 		ttl: o.TTL, ports: c.Ports, ord: ord, ep: uint32(j),
 		running:  c.State == StateRunning,
 		eligible: c.State == StateRunning && (c.Health == HealthNone || c.Health == HealthHealthy),
