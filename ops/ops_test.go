@@ -405,7 +405,7 @@ func TestSSEPushesUpdateAfterNotify(t *testing.T) {
 	topo := newTable(resolver.Topology{})
 	s, base := startServer(t, ops.Config{
 		Records: topo.Records,
-		Extra:    func() map[string]any { return map[string]any{"cache": map[string]any{"size": 7}} },
+		Extra:   func() map[string]any { return map[string]any{"cache": map[string]any{"size": 7}} },
 	})
 	sse := openSSE(t, base+"/api/v1/events")
 	first, ok := sse.next(5 * time.Second)
