@@ -18,7 +18,7 @@ import (
 
 // maxUpdateShare bounds an incremental update: past 1/maxUpdateShare of the
 // table (plus a floor) changed, a full build costs about the same and starts
-// the layered maps afresh.
+// the maps afresh.
 const maxUpdateShare = 4
 
 // update returns a snapshot for t that shares with s everything the changes
@@ -290,25 +290,26 @@ func (u *updater) add(c *Container, ord uint64) {
 }
 
 // apply rebuilds every edited rrset and address list on copies of the
-// tables and maps they live in.
+// tables and maps they live in. Copying a whole map costs less than a
+// build, and keeps the query path at one plain map look-up.
 func (u *updater) apply() {
 	n := u.n
-	thawed := make(map[int32]bool)
+	copied := make(map[int32]bool)
 	for k, e := range u.edits {
-		if !thawed[k.slot] {
+		if !copied[k.slot] {
 			nt := *n.tables[k.slot]
-			nt.names.thaw()
-			nt.services.thaw()
+			nt.names = maps.Clone(nt.names)
+			nt.services = maps.Clone(nt.services)
 			nt.parents = maps.Clone(nt.parents)
 			n.tables[k.slot] = &nt
-			thawed[k.slot] = true
+			copied[k.slot] = true
 		}
 		nt := n.tables[k.slot]
 		m := &nt.names
 		if k.service {
 			m = &nt.services
 		}
-		prev := m.get(k.name)
+		prev := (*m)[k.name]
 		var all []*member
 		if prev != nil {
 			all = prev.all
@@ -318,15 +319,18 @@ func (u *updater) apply() {
 		})
 		switch {
 		case len(all) == 0 && prev != nil:
-			m.del(k.name)
+			delete(*m, k.name)
 			nt.keyChanged(k.name, !k.service, -1)
 			if !k.service {
 				n.names--
 			}
 		case len(all) > 0:
+			if *m == nil {
+				*m = make(map[string]*rrset)
+			}
 			rs := &rrset{all: all}
 			rs.finish(n.opts.StrictHealth)
-			m.set(k.name, rs)
+			(*m)[k.name] = rs
 			if prev == nil {
 				nt.keyChanged(k.name, !k.service, 1)
 				if !k.service {
@@ -335,23 +339,21 @@ func (u *updater) apply() {
 			}
 		}
 	}
-	for slot := range thawed {
-		n.tables[slot].names.settle()
-		n.tables[slot].services.settle()
-	}
 	if len(u.addrs) > 0 {
-		n.addrs.thaw()
+		n.addrs = maps.Clone(n.addrs)
+		if n.addrs == nil {
+			n.addrs = make(map[netip.Addr][]addrUse)
+		}
 		for a, e := range u.addrs {
-			us := merge(n.addrs.get(a), e.drop, e.add, func(u addrUse) uint64 { return u.ord }, func(x, y addrUse) int {
+			us := merge(n.addrs[a], e.drop, e.add, func(u addrUse) uint64 { return u.ord }, func(x, y addrUse) int {
 				return cmp.Or(cmp.Compare(x.ord, y.ord), cmp.Compare(x.sub, y.sub))
 			})
 			if len(us) == 0 {
-				n.addrs.del(a)
+				delete(n.addrs, a)
 			} else {
-				n.addrs.set(a, us)
+				n.addrs[a] = us
 			}
 		}
-		n.addrs.settle()
 	}
 }
 
