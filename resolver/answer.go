@@ -113,7 +113,7 @@ func (s *snapshot) decide(qname []byte, qtype uint16, src netip.Addr) decision {
 }
 
 func (s *snapshot) decidePTR(nets []int32, a netip.Addr) decision {
-	for _, pt := range s.addrs[a] {
+	for _, pt := range s.addrs.get(a) {
 		for _, slot := range nets {
 			if slot == pt.slot {
 				return decision{outcome: answer, kind: kindPTR, ptr: pt.target}

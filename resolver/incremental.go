@@ -18,7 +18,7 @@ import (
 
 // maxUpdateShare bounds an incremental update: past 1/maxUpdateShare of the
 // table (plus a floor) changed, a full build costs about the same and starts
-// the maps afresh.
+// the layered maps afresh.
 const maxUpdateShare = 4
 
 // update returns a snapshot for t that shares with s everything the changes
@@ -290,26 +290,25 @@ func (u *updater) add(c *Container, ord uint64) {
 }
 
 // apply rebuilds every edited rrset and address list on copies of the
-// tables and maps they live in. Copying a whole map costs less than a
-// build, and keeps the query path at one plain map look-up.
+// tables and maps they live in.
 func (u *updater) apply() {
 	n := u.n
-	copied := make(map[int32]bool)
+	thawed := make(map[int32]bool)
 	for k, e := range u.edits {
-		if !copied[k.slot] {
+		if !thawed[k.slot] {
 			nt := *n.tables[k.slot]
-			nt.names = maps.Clone(nt.names)
-			nt.services = maps.Clone(nt.services)
+			nt.names.thaw()
+			nt.services.thaw()
 			nt.parents = maps.Clone(nt.parents)
 			n.tables[k.slot] = &nt
-			copied[k.slot] = true
+			thawed[k.slot] = true
 		}
 		nt := n.tables[k.slot]
 		m := &nt.names
 		if k.service {
 			m = &nt.services
 		}
-		prev := (*m)[k.name]
+		prev := m.get(k.name)
 		var all []*member
 		if prev != nil {
 			all = prev.all
@@ -319,18 +318,15 @@ func (u *updater) apply() {
 		})
 		switch {
 		case len(all) == 0 && prev != nil:
-			delete(*m, k.name)
+			m.del(k.name)
 			nt.keyChanged(k.name, !k.service, -1)
 			if !k.service {
 				n.names--
 			}
 		case len(all) > 0:
-			if *m == nil {
-				*m = make(map[string]*rrset)
-			}
 			rs := &rrset{all: all}
 			rs.finish(n.opts.StrictHealth)
-			(*m)[k.name] = rs
+			m.set(k.name, rs)
 			if prev == nil {
 				nt.keyChanged(k.name, !k.service, 1)
 				if !k.service {
@@ -339,21 +335,23 @@ func (u *updater) apply() {
 			}
 		}
 	}
+	for slot := range thawed {
+		n.tables[slot].names.settle()
+		n.tables[slot].services.settle()
+	}
 	if len(u.addrs) > 0 {
-		n.addrs = maps.Clone(n.addrs)
-		if n.addrs == nil {
-			n.addrs = make(map[netip.Addr][]addrUse)
-		}
+		n.addrs.thaw()
 		for a, e := range u.addrs {
-			us := merge(n.addrs[a], e.drop, e.add, func(u addrUse) uint64 { return u.ord }, func(x, y addrUse) int {
+			us := merge(n.addrs.get(a), e.drop, e.add, func(u addrUse) uint64 { return u.ord }, func(x, y addrUse) int {
 				return cmp.Or(cmp.Compare(x.ord, y.ord), cmp.Compare(x.sub, y.sub))
 			})
 			if len(us) == 0 {
-				delete(n.addrs, a)
+				n.addrs.del(a)
 			} else {
-				n.addrs[a] = us
+				n.addrs.set(a, us)
 			}
 		}
+		n.addrs.settle()
 	}
 }
 

@@ -245,11 +245,43 @@ func resetCursors(s *snapshot) {
 		}
 	}
 	for _, nt := range s.tables {
-		for _, rs := range nt.names {
-			reset(rs)
+		nt.names.each(func(_ string, rs *rrset) { reset(rs) })
+		nt.services.each(func(_ string, rs *rrset) { reset(rs) })
+	}
+}
+
+// The layered map must read like a plain map through sets, deletes and folds.
+func TestLayeredMatchesMap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	want := map[int]int{}
+	var l layered[int, int]
+	for round := range 200 {
+		l.thaw()
+		for range 1 + rng.IntN(20) {
+			k := rng.IntN(300)
+			if rng.IntN(3) == 0 {
+				delete(want, k)
+				l.del(k)
+			} else {
+				want[k] = round + 1
+				l.set(k, round+1)
+			}
 		}
-		for _, rs := range nt.services {
-			reset(rs)
+		l.settle()
+		for k := range 300 {
+			if got := l.get(k); got != want[k] {
+				t.Fatalf("round %d: get(%d) = %d, want %d", round, k, got, want[k])
+			}
+		}
+		n := 0
+		l.each(func(k, v int) {
+			n++
+			if want[k] != v {
+				t.Fatalf("round %d: each gave %d=%d, want %d", round, k, v, want[k])
+			}
+		})
+		if n != len(want) {
+			t.Fatalf("round %d: each gave %d entries, want %d", round, n, len(want))
 		}
 	}
 }

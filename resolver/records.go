@@ -51,12 +51,8 @@ func (r *Resolver) Records() (Topology, []Record) {
 			}
 			out = append(out, rec)
 		}
-		for name, rs := range nt.names {
-			add(name, rs, false)
-		}
-		for key, rs := range nt.services {
-			add(key+s.zoneSuffix, rs, true)
-		}
+		nt.names.each(func(name string, rs *rrset) { add(name, rs, false) })
+		nt.services.each(func(key string, rs *rrset) { add(key+s.zoneSuffix, rs, true) })
 		slices.SortFunc(out[start:], func(a, b Record) int {
 			if a.Zone != b.Zone {
 				if a.Zone {

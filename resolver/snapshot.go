@@ -29,7 +29,7 @@ type snapshot struct {
 	tables  []*netTable
 	slots   map[string]int32 // lower-cased network name -> slot
 	all     []int32          // every slot in name order: the admin view
-	addrs   map[netip.Addr][]addrUse
+	addrs   layered[netip.Addr, []addrUse]
 	subnets []netip.Prefix
 	soaWire []byte // the SOA of negative answers, packed once
 
@@ -40,8 +40,8 @@ type snapshot struct {
 type netTable struct {
 	name     string                  // as Docker spells it
 	lname    string                  // lower-cased
-	names    map[string]*rrset // lower-cased name -> everything it means here
-	services map[string]*rrset // "<service>.<project>" -> compose service members
+	names    layered[string, *rrset] // lower-cased name -> everything it means here
+	services layered[string, *rrset] // "<service>.<project>" -> compose service members
 	count    int                     // names in names
 	// parents counts, for every proper ancestor by whole labels of a name
 	// or service key ("b" of "a.b", "proj" of "web.proj"), the keys under
@@ -131,7 +131,7 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 		}
 	}
 	s.ords = make([]uint64, len(t.Containers))
-	s.addrs = make(map[netip.Addr][]addrUse, naddrs)
+	s.addrs.base = make(map[netip.Addr][]addrUse, naddrs)
 	members := make([]member, neps)
 	sets := make([]rrset, 0, maxNames)
 	setMembers := make([]*member, maxNames)
@@ -161,30 +161,30 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 		for j, ep := range c.Endpoints {
 			slot := s.slots[strings.ToLower(ep.NetworkName)]
 			nt := s.tables[slot]
-			if nt.names == nil {
-				nt.names = make(map[string]*rrset, 3*nt.size)
+			if nt.names.base == nil {
+				nt.names.base = make(map[string]*rrset, 3*nt.size)
 			}
 			m := &members[0]
 			members = members[1:]
 			newMember(m, c, j, ord, o)
 			names = containerNames(names[:0], c, ep)
 			for _, name := range names {
-				if rs := nt.names[name]; rs != nil {
+				if rs := nt.names.base[name]; rs != nil {
 					rs.all = append(rs.all, m)
 					continue
 				}
-				nt.names[name] = newSet(m)
+				nt.names.base[name] = newSet(m)
 				nt.keyChanged(name, true, 1)
 				s.names++
 			}
 			if serviceKey != "" {
-				if rs := nt.services[serviceKey]; rs != nil {
+				if rs := nt.services.base[serviceKey]; rs != nil {
 					rs.all = append(rs.all, m)
 				} else {
-					if nt.services == nil {
-						nt.services = make(map[string]*rrset)
+					if nt.services.base == nil {
+						nt.services.base = make(map[string]*rrset)
 					}
-					nt.services[serviceKey] = &rrset{all: []*member{m}}
+					nt.services.base[serviceKey] = &rrset{all: []*member{m}}
 					nt.keyChanged(serviceKey, false, 1)
 				}
 			}
@@ -195,12 +195,12 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 					continue
 				}
 				u := addrUse{ord: ord, sub: uint32(2*j + f), slot: slot, target: target, cl: cl}
-				if prev, ok := s.addrs[a]; ok {
-					s.addrs[a] = append(prev, u)
+				if prev, ok := s.addrs.base[a]; ok {
+					s.addrs.base[a] = append(prev, u)
 					continue
 				}
 				uses[0] = u
-				s.addrs[a] = uses[:1:1]
+				s.addrs.base[a] = uses[:1:1]
 				uses = uses[1:]
 			}
 		}
@@ -209,10 +209,10 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 	for _, nt := range s.tables {
 		// Queries read these maps without nil checks on the table itself;
 		// a nil map reads as empty, so only writers above need them made.
-		for _, rs := range nt.names {
+		for _, rs := range nt.names.base {
 			rs.finish(o.StrictHealth)
 		}
-		for _, rs := range nt.services {
+		for _, rs := range nt.services.base {
 			rs.finish(o.StrictHealth)
 		}
 	}
@@ -454,7 +454,7 @@ func (s *snapshot) view(src netip.Addr) (nets []int32, project string) {
 // querier is the container that holds address a; when several do, the last
 // one in container order.
 func (s *snapshot) querier(a netip.Addr) *querier {
-	if us := s.addrs[a]; len(us) > 0 {
+	if us := s.addrs.get(a); len(us) > 0 {
 		return us[len(us)-1].cl
 	}
 	return nil
@@ -465,13 +465,13 @@ func (s *snapshot) querier(a netip.Addr) *querier {
 // The first network that knows the name supplies all the addresses.
 func (s *snapshot) lookup(nets []int32, name string) *rrset {
 	for _, slot := range nets {
-		if rs := s.tables[slot].names[name]; rs != nil {
+		if rs := s.tables[slot].names.get(name); rs != nil {
 			return rs
 		}
 	}
 	for i := strings.LastIndexByte(name, '.'); i > 0; i = strings.LastIndexByte(name[:i], '.') {
 		if nt := s.findNet(nets, name[i+1:]); nt != nil {
-			if rs := nt.names[name[:i]]; rs != nil {
+			if rs := nt.names.get(name[:i]); rs != nil {
 				return rs
 			}
 		}
@@ -482,7 +482,7 @@ func (s *snapshot) lookup(nets []int32, name string) *rrset {
 // lookupService finds "<service>.<project>" in the view.
 func (s *snapshot) lookupService(nets []int32, name string) *rrset {
 	for _, slot := range nets {
-		if rs := s.tables[slot].services[name]; rs != nil {
+		if rs := s.tables[slot].services.get(name); rs != nil {
 			return rs
 		}
 	}
