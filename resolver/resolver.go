@@ -84,10 +84,6 @@ func (r *Resolver) SetOptions(opts Options) {
 	r.Stats.Publishes.Add(1)
 }
 
-// Topology returns the topology of the current snapshot. Callers must not
-// modify it.
-func (r *Resolver) Topology() Topology { return r.snap.Load().topo }
-
 // Size returns the number of names and containers in the table.
 func (r *Resolver) Size() (names, containers int) {
 	s := r.snap.Load()
