@@ -81,7 +81,7 @@ func (r *Resolver) Answer(dst []byte, q *dnswire.Query, src netip.Addr) (out []b
 	return s.appendMsg(dst, q, &d), true
 }
 
-// decide applies the answer rules (docs/ARCHITECTURE.md, DESIGN 2 and 5) to
+// decide applies the answer rules (docs/ARCHITECTURE.md) to
 // a query for name, as dnswire.Query.Name gives it, from src.
 //
 // The order: PTR for a container address; then names inside the zone, which
@@ -182,8 +182,8 @@ func (s *snapshot) decideZone(nets []int32, project, rest string, qtype uint16) 
 // are not in the table, and types Docker forwards, are forwarded.
 func (s *snapshot) decideBare(nets []int32, project, name string, qtype uint16) decision {
 	if rs := s.lookup(nets, name); rs != nil {
-		if qtype == dns.TypeSRV || !answeredLocally(qtype) {
-			return decision{} // SRV for a plain container name, and other types: Docker forwards them
+		if qtype == dns.TypeSRV {
+			return decision{} // SRV for a plain container name: Docker forwards it
 		}
 		return typed(scoped(rs, project), qtype, "", "")
 	}
@@ -202,7 +202,8 @@ func (s *snapshot) decideBare(nets []int32, project, name string, qtype uint16) 
 }
 
 // typed is the answer of type qtype from rs: records, or NODATA when rs has
-// none of that type; notOurs for types Docker forwards.
+// none of that type; notOurs for the types Docker forwards for its names
+// (all but A, AAAA, SRV, ANY and MX).
 func typed(rs *rrset, qtype uint16, service, proto string) decision {
 	d := decision{outcome: noData, rs: rs, service: service, proto: proto}
 	switch qtype {

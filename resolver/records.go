@@ -20,7 +20,7 @@ type Record struct {
 	// table order (answers rotate from there).
 	Addrs []netip.Addr
 	// FailOpen: no container under the name is eligible, so Addrs holds
-	// the running ones (DESIGN 2.2).
+	// the running ones.
 	FailOpen bool
 	// Containers holds the IDs of every container under the name, whatever
 	// their state, in table order.

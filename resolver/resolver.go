@@ -106,16 +106,6 @@ func (r *Resolver) IsLocalSource(src netip.Addr) bool {
 	return false
 }
 
-// answeredLocally reports whether a known non-zone name is answered here for
-// qtype; Docker forwards every other type, and so do we.
-func answeredLocally(qtype uint16) bool {
-	switch qtype {
-	case dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypeANY, dns.TypeMX:
-		return true
-	}
-	return false
-}
-
 // start returns where this answer begins in the set: one further along each
 // call, so load spreads evenly across replicas.
 func (rs *rrset) start() int {
