@@ -307,7 +307,7 @@ func (s *snapshot) nsAddrOf(qtype uint16) bool {
 }
 
 func familyOf(a netip.Addr) uint16 {
-	if a.Unmap().Is4() {
+	if a.Is4() {
 		return dns.TypeA
 	}
 	return dns.TypeAAAA

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,7 +17,8 @@ type Options struct {
 	Domain       string // authoritative zone; default "docker."
 	StrictHealth bool   // NODATA instead of failing open when no eligible container remains
 	// NSAddrs are the server's own addresses: ns.<zone>, which the apex NS
-	// record names, resolves to them.
+	// record names, resolves to them. Unspecified addresses (a wildcard
+	// listen address) name no server and are left out.
 	NSAddrs []netip.Addr
 	Logger  *zap.Logger
 }
@@ -32,6 +34,13 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
+	var ns []netip.Addr
+	for _, a := range o.NSAddrs {
+		if a = a.Unmap(); a.IsValid() && !a.IsUnspecified() && !slices.Contains(ns, a) {
+			ns = append(ns, a)
+		}
+	}
+	o.NSAddrs = ns
 	return o
 }
 

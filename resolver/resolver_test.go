@@ -236,6 +236,24 @@ func TestResolveNames(t *testing.T) {
 	}
 }
 
+// ns.<zone> is the server: the apex NS names it, with its addresses as
+// glue; a wildcard listen address names nothing.
+func TestResolveNameServer(t *testing.T) {
+	r := newTestResolver(t, Options{NSAddrs: []netip.Addr{addr("0.0.0.0"), addr("::ffff:127.0.0.2"), addr("::")}})
+	resp, _ := ask(t, r, client, "docker.", dns.TypeNS)
+	if got, want := rdata(resp.Extra), []string{"A 127.0.0.2"}; !slices.Equal(got, want) || resp.Extra[0].Header().Name != "ns.docker." {
+		t.Errorf("NS glue = %v, want %q for ns.docker.", resp.Extra, want)
+	}
+	resp, _ = ask(t, r, client, "ns.docker.", dns.TypeA)
+	if got, want := rdata(resp.Answer), []string{"A 127.0.0.2"}; !slices.Equal(got, want) {
+		t.Errorf("ns.docker. A = %q, want %q", got, want)
+	}
+	resp, _ = ask(t, r, client, "ns.docker.", dns.TypeAAAA)
+	if resp.Rcode != dns.RcodeSuccess || len(resp.Answer) != 0 || len(resp.Ns) != 1 {
+		t.Errorf("ns.docker. AAAA without an IPv6 address: want NODATA with SOA, got %v", resp)
+	}
+}
+
 func TestResolveTTL(t *testing.T) {
 	r := newTestResolver(t, Options{TTL: 7})
 	for name, want := range map[string]uint32{"web.": 7, "slow.": 60} {
