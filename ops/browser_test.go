@@ -3,6 +3,7 @@ package ops_test
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -81,6 +82,8 @@ func TestPageUpdatesLive(t *testing.T) {
 	}
 	opstest.Screenshot(t, ctx, "ops-page")
 
+	// A published topology is the resolver's: change a copy.
+	added.Containers = slices.Clone(added.Containers)
 	added.Containers[len(added.Containers)-1].Health = resolver.HealthUnhealthy
 	topo.Publish(added)
 	s.Notify(ops.Event{Kind: ops.KindHealth, Action: "health_status: unhealthy", Name: newName})
