@@ -63,8 +63,9 @@ type Event struct {
 type Config struct {
 	// Addr is the TCP address to listen on, e.g. "127.0.0.1:8053".
 	Addr string
-	// Topology returns the current table. Nil means an empty table.
-	Topology func() resolver.Topology
+	// Records returns the current table and the names the resolver answers
+	// from it (resolver.Resolver.Records). Nil means an empty table.
+	Records func() (resolver.Topology, []resolver.Record)
 	// Ready reports whether the first Docker sync has happened. Nil means
 	// always ready.
 	Ready func() bool
@@ -256,11 +257,11 @@ func (s *Server) Events() []Event {
 	return out
 }
 
-func (s *Server) topology() resolver.Topology {
-	if s.cfg.Topology == nil {
-		return resolver.Topology{}
+func (s *Server) records() Records {
+	if s.cfg.Records == nil {
+		return BuildRecords(resolver.Topology{}, nil)
 	}
-	return s.cfg.Topology()
+	return BuildRecords(s.cfg.Records())
 }
 
 func (s *Server) ready() bool {
@@ -270,7 +271,7 @@ func (s *Server) ready() bool {
 // update builds and encodes the SSE payload.
 func (s *Server) update() []byte {
 	u := Update{
-		Records: BuildRecords(s.topology()),
+		Records: s.records(),
 		Ready:   s.ready(),
 		Events:  s.Events(),
 		Extra:   map[string]any{},

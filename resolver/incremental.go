@@ -161,6 +161,7 @@ func (s *snapshot) clone(t Topology) *snapshot {
 		all:        s.all,
 		addrs:      s.addrs,
 		subnets:    s.subnets,
+		soaWire:    s.soaWire,
 		names:      s.names,
 		containers: len(t.Containers),
 	}
@@ -180,7 +181,7 @@ func (s *snapshot) clone(t Topology) *snapshot {
 func (n *snapshot) addTable(name string) int32 {
 	n.slots = maps.Clone(n.slots)
 	slot := int32(len(n.tables))
-	n.tables = append(n.tables, &netTable{name: name})
+	n.tables = append(n.tables, &netTable{name: name, lname: strings.ToLower(name)})
 	n.slots[strings.ToLower(name)] = slot
 	n.sortSlots()
 	return slot
@@ -298,6 +299,7 @@ func (u *updater) apply() {
 			nt := *n.tables[k.slot]
 			nt.names.thaw()
 			nt.services.thaw()
+			nt.parents = maps.Clone(nt.parents)
 			n.tables[k.slot] = &nt
 			thawed[k.slot] = true
 		}
@@ -317,6 +319,7 @@ func (u *updater) apply() {
 		switch {
 		case len(all) == 0 && prev != nil:
 			m.del(k.name)
+			nt.keyChanged(k.name, !k.service, -1)
 			if !k.service {
 				n.names--
 			}
@@ -324,8 +327,11 @@ func (u *updater) apply() {
 			rs := &rrset{all: all}
 			rs.finish(n.opts.StrictHealth)
 			m.set(k.name, rs)
-			if prev == nil && !k.service {
-				n.names++
+			if prev == nil {
+				nt.keyChanged(k.name, !k.service, 1)
+				if !k.service {
+					n.names++
+				}
 			}
 		}
 	}

@@ -31,6 +31,7 @@ type snapshot struct {
 	all     []int32          // every slot in name order: the admin view
 	addrs   layered[netip.Addr, []addrUse]
 	subnets []netip.Prefix
+	soaWire []byte // the SOA of negative answers, packed once
 
 	names, containers int // table size, for metrics
 }
@@ -38,9 +39,15 @@ type snapshot struct {
 // netTable is one network's names.
 type netTable struct {
 	name     string                  // as Docker spells it
+	lname    string                  // lower-cased
 	names    layered[string, *rrset] // lower-cased name -> everything it means here
 	services layered[string, *rrset] // "<service>.<project>" -> compose service members
-	size     int                     // endpoints, for sizing names while building
+	count    int                     // names in names
+	// parents counts, for every proper ancestor by whole labels of a name
+	// or service key ("b" of "a.b", "proj" of "web.proj"), the keys under
+	// it: inside the zone such a name is an empty non-terminal (RFC 8020).
+	parents map[string]int32
+	size    int // endpoints, for sizing names while building
 }
 
 // querier is a container and what it may see.
@@ -62,6 +69,7 @@ type addrUse struct {
 
 // member is one container's endpoint on one network.
 type member struct {
+	id       string // container ID
 	name     string // container name
 	project  string
 	ip4      netip.Addr
@@ -166,6 +174,7 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 					continue
 				}
 				nt.names.base[name] = newSet(m)
+				nt.keyChanged(name, true, 1)
 				s.names++
 			}
 			if serviceKey != "" {
@@ -176,6 +185,7 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 						nt.services.base = make(map[string]*rrset)
 					}
 					nt.services.base[serviceKey] = &rrset{all: []*member{m}}
+					nt.keyChanged(serviceKey, false, 1)
 				}
 			}
 			cl.networks = append(cl.networks, slot)
@@ -207,14 +217,33 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 		}
 	}
 	s.sortSlots()
+	s.soaWire = s.packSOA()
 	return s
+}
+
+// keyChanged accounts for a key that came (up 1) or went (up -1): a name,
+// which count counts, or a service key. Only builders call it, on a table
+// not yet published (an update gives the table its own parents first).
+func (nt *netTable) keyChanged(key string, name bool, up int32) {
+	if name {
+		nt.count += int(up)
+	}
+	for i := strings.IndexByte(key, '.'); i >= 0; i = nextDot(key, i) {
+		p := key[i+1:]
+		if nt.parents == nil {
+			nt.parents = make(map[string]int32)
+		}
+		if nt.parents[p] += up; nt.parents[p] <= 0 {
+			delete(nt.parents, p)
+		}
+	}
 }
 
 // newMember fills m for endpoint j of c.
 func newMember(m *member, c *Container, j int, ord uint64, o Options) {
 	ep := &c.Endpoints[j]
 	*m = member{
-		name: c.Name, project: c.Project, ip4: ep.IPv4, ip6: ep.IPv6,
+		id: c.ID, name: c.Name, project: c.Project, ip4: ep.IPv4, ip6: ep.IPv6,
 		ttl: o.TTL, ports: c.Ports, ord: ord, ep: uint32(j),
 		running:  c.State == StateRunning,
 		eligible: c.State == StateRunning && (c.Health == HealthNone || c.Health == HealthHealthy),
@@ -255,7 +284,7 @@ func (s *snapshot) table(name string) int32 {
 	slot, ok := s.slots[key]
 	if !ok {
 		slot = int32(len(s.tables))
-		s.tables = append(s.tables, &netTable{name: name})
+		s.tables = append(s.tables, &netTable{name: name, lname: key})
 		s.slots[key] = slot
 	}
 	return slot
