@@ -136,7 +136,7 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 		return nil, err
 	}
 
-	a.res = resolver.New(resolverOptions(cfg, log))
+	a.res = resolver.New(resolverOptions(cfg, listen, log))
 	a.fwd, err = upstream.NewForwarder(upstream.Config{
 		Servers:       specs,
 		Timeout:       cfg.Timeout,
@@ -258,11 +258,17 @@ func (a *app) upstreams(cfg config) ([]upstream.Spec, error) {
 	return specs, nil
 }
 
-func resolverOptions(cfg config, log *zap.Logger) resolver.Options {
+// resolverOptions: ns.<zone> answers with the addresses sidedns listens on.
+func resolverOptions(cfg config, listen []netip.AddrPort, log *zap.Logger) resolver.Options {
+	ns := make([]netip.Addr, len(listen))
+	for i, ap := range listen {
+		ns[i] = ap.Addr()
+	}
 	return resolver.Options{
 		TTL:          uint32(cfg.TTL / time.Second),
 		Domain:       cfg.Domain,
 		StrictHealth: cfg.StrictHealth,
+		NSAddrs:      ns,
 		Logger:       log.Named("resolver"),
 	}
 }
@@ -282,7 +288,7 @@ func (a *app) reload(prev, next config) {
 		fields = append(fields, zap.Stringers("upstreams", specs))
 	}
 	if next.TTL != prev.TTL || next.Domain != prev.Domain || next.StrictHealth != prev.StrictHealth {
-		a.res.SetOptions(resolverOptions(next, a.log))
+		a.res.SetOptions(resolverOptions(next, a.listen, a.log))
 		fields = append(fields, zap.Duration("ttl", next.TTL), zap.String("domain", next.Domain),
 			zap.Bool("strict_health", next.StrictHealth))
 	}
