@@ -81,31 +81,37 @@ func Parse(pkt []byte, q *Query) error {
 	q.RD = pkt[2]&0x01 != 0
 	q.CD = pkt[3]&0x10 != 0
 	qd, an, ns, ar := be16(pkt[4:]), be16(pkt[6:]), be16(pkt[8:]), be16(pkt[10:])
+	// Walk every section even when the query is already known to be bad,
+	// so that the error reply carries an OPT when the query had one (RFC
+	// 6891 7). A section that cannot be walked ends the walk.
+	var err error
 	off := headerLen
-	var qerr error
-	if qd != 1 {
-		qerr = ErrFormat
+	if qd == 1 {
+		if off, err = q.readQuestion(pkt, off); err != nil {
+			off = -1
+		}
 	} else {
-		off, qerr = q.readQuestion(pkt, off)
+		err = ErrFormat // one question, no more, no fewer
+		off = skipQuestions(pkt, off, int(qd))
 	}
-	// EDNS is read even when the question is bad, so that the error reply
-	// carries an OPT too (RFC 6891 7).
+	off = skipRecords(pkt, off, int(an)+int(ns))
+	if off >= 0 {
+		if aerr := q.readAdditional(pkt, off, int(ar)); err == nil {
+			err = aerr
+		}
+	} else if err == nil {
+		err = ErrFormat // the counts lie
+	}
 	// A query with TC set, answers or authority records is not one we
 	// know how to read (unbound: FORMERR too).
-	if qerr == nil && (an != 0 || ns != 0 || pkt[2]&0x02 != 0) {
-		qerr = ErrFormat
-	}
-	if qerr == nil {
-		qerr = q.readAdditional(pkt, off, int(ar))
-	}
-	if qerr != nil {
-		if q.Opcode != dns.OpcodeQuery {
-			return ErrNotImplemented
-		}
-		return qerr
+	if err == nil && (an != 0 || ns != 0 || pkt[2]&0x02 != 0) {
+		err = ErrFormat
 	}
 	if q.Opcode != dns.OpcodeQuery {
 		return ErrNotImplemented
+	}
+	if err != nil {
+		return err
 	}
 	if q.EDNS && q.EDNSVersion != 0 {
 		return ErrBadVersion
@@ -161,6 +167,7 @@ func (q *Query) readQuestion(pkt []byte, off int) (int, error) {
 
 // readAdditional walks ar records from off, taking EDNS from the OPT record.
 func (q *Query) readAdditional(pkt []byte, off, ar int) error {
+	var err error
 	for range ar {
 		owner := off
 		end, ok := SkipName(pkt, off)
@@ -173,9 +180,13 @@ func (q *Query) readAdditional(pkt []byte, off, ar int) error {
 			return ErrFormat
 		}
 		if rrtype == dns.TypeOPT {
-			// RFC 6891 6.1.1: one OPT at most, owned by the root.
-			if q.EDNS || end != owner+1 {
+			// RFC 6891 6.1.1: one OPT at most, owned by the root. A bad one
+			// still makes the FORMERR an EDNS reply.
+			if q.EDNS {
 				return ErrFormat
+			}
+			if end != owner+1 {
+				err = ErrFormat
 			}
 			q.EDNS = true
 			q.UDPSize = ReplySize(be16(pkt[end+2:]))
@@ -191,7 +202,38 @@ func (q *Query) readAdditional(pkt []byte, off, ar int) error {
 		off = rdata + rdlen
 	}
 	// Bytes after the last record are ignored, as unbound and BIND do.
-	return nil
+	return err
+}
+
+// skipQuestions returns the offset past n questions at off, or -1.
+func skipQuestions(pkt []byte, off, n int) int {
+	for range n {
+		end, ok := SkipName(pkt, off)
+		if !ok || end+4 > len(pkt) {
+			return -1
+		}
+		off = end + 4
+	}
+	return off
+}
+
+// skipRecords returns the offset past n records at off, or -1 (also when off
+// is -1 already).
+func skipRecords(pkt []byte, off, n int) int {
+	for range n {
+		if off < 0 {
+			return -1
+		}
+		end, ok := SkipName(pkt, off)
+		if !ok || end+10 > len(pkt) {
+			return -1
+		}
+		off = end + 10 + int(be16(pkt[end+8:]))
+		if off > len(pkt) {
+			return -1
+		}
+	}
+	return off
 }
 
 // SkipName returns the offset just past the name at off, following no
