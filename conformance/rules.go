@@ -6,7 +6,7 @@ import (
 )
 
 // The differences between unbound and sidedns that sidedns's rules (issue 9,
-// DESIGN.md section 5) allow, in one place. A rule applies to some cases (nil:
+// docs/ARCHITECTURE.md) allow, in one place. A rule applies to some cases (nil:
 // every case); it turns unbound's reply into the reply the rule allows,
 // choosing among the allowed alternatives by looking at sidedns's reply. A
 // difference is explained when unbound's reply, after every rule that applies,
@@ -162,7 +162,7 @@ var rules = []rule{
 	},
 	{
 		id:     "any-rfc8482",
-		reason: "ANY gets the RFC 8482 minimal answer, one HINFO \"RFC8482\" (DESIGN.md 5); unbound's static zone says NODATA",
+		reason: "ANY gets the RFC 8482 minimal answer, one HINFO \"RFC8482\" (docs/ARCHITECTURE.md); unbound's static zone says NODATA",
 		cases:  []string{"zone-any", "fwd-any"},
 		adjust: func(u, s summary) summary {
 			if u.rcode == "NOERROR" && s.rcode == "NOERROR" && len(s.answer) == 1 && len(s.ns) == 0 &&

@@ -10,7 +10,7 @@ import (
 	"github.com/sidedns/sidedns/resolver"
 )
 
-// Container labels sidedns reads (DESIGN 2.2).
+// Container labels sidedns reads; README.md lists them with examples.
 const (
 	LabelEnable    = "sidedns.enable"
 	LabelNames     = "sidedns.names"

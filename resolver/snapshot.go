@@ -365,7 +365,7 @@ func filter(all []*member, n int, keep func(*member) bool) []*member {
 }
 
 // containerNames appends to names the names an endpoint registers,
-// lower-cased and without duplicates, in DESIGN 2.1 order.
+// lower-cased and without duplicates, in Docker's order: container name, aliases and DNSNames, short ID, hostname.
 func containerNames(names []string, c *Container, ep Endpoint) []string {
 	names = addName(names, c.Name)
 	for _, a := range ep.Aliases {
