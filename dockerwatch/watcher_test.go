@@ -58,7 +58,7 @@ func newFake(cs ...container.InspectResponse) *fakeDocker {
 	return f
 }
 
-var errDown = errors.New("Cannot connect to the Docker daemon at unix:///var/run/docker.sock")
+var errDown = errors.New("cannot connect to the Docker daemon at unix:///var/run/docker.sock")
 
 func (f *fakeDocker) record(call string) bool {
 	f.mu.Lock()
