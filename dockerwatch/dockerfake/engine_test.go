@@ -19,6 +19,9 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sidedns/sidedns/dockerwatch"
 	"github.com/sidedns/sidedns/dockerwatch/dockerfake"
@@ -158,12 +161,11 @@ func TestListAndInspect(t *testing.T) {
 	}
 }
 
-// The fake's bodies go through dockerwatch.Build to the names and addresses a
+// The fake's bodies go through the real watcher to the names and addresses a
 // user would query.
 func TestSpecReachesTopology(t *testing.T) {
 	e := dockerfake.New(dockerfake.Options{})
 	cli, _ := start(t, e)
-	ctx := ctxT(t)
 	e.AddNetwork("app", "10.9.0.0/24")
 	id := e.StartContainer(dockerfake.ContainerSpec{
 		Name: "web",
@@ -175,17 +177,34 @@ func TestSpecReachesTopology(t *testing.T) {
 		Health:       container.Healthy,
 		ExposedPorts: []string{"80/tcp", "53/udp"},
 	})
-	c, err := cli.ContainerInspect(ctx, id)
-	if err != nil {
-		t.Fatalf("inspect: %v", err)
+
+	// The container is there before the watcher starts: its first sync
+	// publishes it.
+	published := make(chan resolver.Topology, 1)
+	core, logs := observer.New(zapcore.WarnLevel)
+	w := dockerwatch.New(cli, func(t resolver.Topology) {
+		select {
+		case published <- t:
+		default:
+		}
+	}, zap.New(core), dockerwatch.Options{})
+	ctx, cancel := context.WithCancel(ctxT(t))
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	var topo resolver.Topology
+	select {
+	case topo = <-published:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watcher published no topology")
 	}
-	nets, err := cli.NetworkList(ctx, network.ListOptions{})
-	if err != nil {
-		t.Fatalf("list networks: %v", err)
-	}
-	topo, problems := dockerwatch.Build([]container.InspectResponse{c}, nets)
-	if len(problems) > 0 {
-		t.Errorf("build problems: %v", problems)
+	if logs.Len() > 0 {
+		t.Errorf("warnings: %v", logs.All())
 	}
 	if len(topo.Containers) != 1 {
 		t.Fatalf("topology has %d containers, want 1", len(topo.Containers))
