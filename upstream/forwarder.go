@@ -12,6 +12,8 @@ import (
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
+
+	"github.com/sidedns/sidedns/dnswire"
 )
 
 // Defaults for Config.
@@ -332,7 +334,7 @@ func upstreamQuery(m *dns.Msg) (*dns.Msg, bool) {
 	q := &dns.Msg{MsgHdr: m.MsgHdr, Question: m.Question}
 	q.Response, q.Rcode = false, dns.RcodeSuccess
 	opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
-	opt.SetUDPSize(ednsSize)
+	opt.SetUDPSize(dnswire.EDNSSize)
 	had := false
 	if o := m.IsEdns0(); o != nil {
 		had = true

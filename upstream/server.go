@@ -21,13 +21,10 @@ import (
 	"github.com/sidedns/sidedns/dnswire"
 )
 
-// ednsSize is the UDP payload size we advertise upstream: the DNS Flag Day
-// 2020 value, which avoids IP fragmentation on ordinary paths.
-const ednsSize = dnswire.EDNSSize
-
-// udpBufSize is the read buffer for UDP replies. It exceeds ednsSize so that
-// a server that ignores our EDNS size still fits; a reply that fills the
-// buffer is treated as truncated and retried over TCP.
+// udpBufSize is the read buffer for UDP replies. It exceeds the EDNS size we
+// advertise (dnswire.EDNSSize, the DNS Flag Day 2020 value) so that a server
+// that ignores it still fits; a reply that fills the buffer is treated as
+// truncated and retried over TCP.
 const udpBufSize = 4096
 
 // maxIdle bounds the idle connections kept per server and transport. Beyond
@@ -187,7 +184,7 @@ func (s *server) probeUntilUp() {
 func (s *server) probe() error {
 	q := new(dns.Msg)
 	q.SetQuestion(".", dns.TypeNS)
-	q.SetEdns0(ednsSize, false)
+	q.SetEdns0(dnswire.EDNSSize, false)
 	q.Id = newID()
 	_, err := s.exchange(s.ctx, q, time.Now().Add(s.opts.probeTO), false)
 	return err
