@@ -258,7 +258,7 @@ func TestEventsFiltered(t *testing.T) {
 	)})
 	// The stream is subscribed once a first event comes through; keep
 	// starting a sentinel until one does.
-	waitSubscribed(t, e, msgs, errs)
+	waitSubscribed(t, e, msgs, errs, events.ActionDisconnect)
 
 	id := e.StartContainer(dockerfake.ContainerSpec{Name: "a", Health: container.Starting})
 	e.SetHealth(id, container.Healthy)
@@ -271,30 +271,34 @@ func TestEventsFiltered(t *testing.T) {
 	}
 }
 
-func waitSubscribed(tb testing.TB, e *dockerfake.Engine, msgs <-chan events.Message, errs <-chan error) {
+// waitSubscribed starts and stops sentinel containers until one shows up on
+// the stream, then reads until the last sentinel's last event that the
+// stream passes (last), so that no sentinel event is left in flight.
+func waitSubscribed(tb testing.TB, e *dockerfake.Engine, msgs <-chan events.Message, errs <-chan error, last events.Action) {
 	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for i := 0; time.Now().Before(deadline); i++ {
-		id := e.StartContainer(dockerfake.ContainerSpec{Name: "sentinel"})
-		e.StopContainer(id)
+	deadline := time.After(5 * time.Second)
+	var id string
+	for {
+		if id == "" {
+			id = e.StartContainer(dockerfake.ContainerSpec{Name: "sentinel"})
+			e.StopContainer(id)
+		}
+		// Until the stream delivers, start another sentinel every 20 ms:
+		// whichever arrives first, the last one started ends the wait.
 		select {
-		case <-msgs:
-			// Drain what the sentinel still has in flight.
-			for {
-				select {
-				case <-msgs:
-				case err := <-errs:
-					tb.Fatalf("event stream: %v", err)
-				case <-time.After(50 * time.Millisecond):
-					return
-				}
+		case m := <-msgs:
+			if m.Action == last && (m.Actor.ID == id || m.Actor.Attributes["container"] == id) {
+				return
 			}
+			continue
 		case err := <-errs:
 			tb.Fatalf("event stream: %v", err)
 		case <-time.After(20 * time.Millisecond):
+		case <-deadline:
+			tb.Fatal("event stream never delivered the sentinel")
 		}
+		id = ""
 	}
-	tb.Fatal("event stream never delivered")
 }
 
 func TestEventsSinceReplaysHistory(t *testing.T) {
@@ -334,7 +338,7 @@ func TestDownAndBack(t *testing.T) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	msgs, errs := cli.Events(sctx, events.ListOptions{})
-	waitSubscribed(t, e, msgs, errs)
+	waitSubscribed(t, e, msgs, errs, events.ActionDestroy)
 
 	e.SetDown(true)
 	select {
@@ -360,7 +364,7 @@ func TestDownAndBack(t *testing.T) {
 	}
 
 	msgs, errs = cli.Events(sctx, events.ListOptions{})
-	waitSubscribed(t, e, msgs, errs)
+	waitSubscribed(t, e, msgs, errs, events.ActionDestroy)
 	e.CloseConnections()
 	select {
 	case <-errs:
@@ -413,11 +417,22 @@ func TestWatcherFollowsFake(t *testing.T) {
 	cli, _ := start(t, e)
 	e.Populate(50)
 
+	// The watcher's state changes with a publish or a log line (it logs when
+	// the daemon goes away): each wakes the waits below to look again.
+	changed := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
 	var (
 		mu   sync.Mutex
 		last resolver.Topology
 	)
-	w := dockerwatch.New(cli, func(t resolver.Topology) { mu.Lock(); last = t; mu.Unlock() }, nil,
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewDevelopmentEncoderConfig()), zapcore.AddSync(io.Discard), zapcore.DebugLevel),
+		zap.Hooks(func(zapcore.Entry) error { poke(); return nil }))
+	w := dockerwatch.New(cli, func(t resolver.Topology) { mu.Lock(); last = t; mu.Unlock(); poke() }, log,
 		dockerwatch.Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -434,25 +449,27 @@ func TestWatcherFollowsFake(t *testing.T) {
 		return slices.ContainsFunc(last.Containers, func(c resolver.Container) bool { return c.Name == name })
 	}
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(last.Containers) }
-	waitFor(t, "first sync with 50 containers", func() bool { return w.Ready() && count() == 50 })
+	waitFor(t, changed, "first sync with 50 containers", func() bool { return w.Ready() && count() == 50 })
 
 	e.StartContainer(dockerfake.ContainerSpec{Name: "late", Networks: map[string]dockerfake.Endpoint{"net1": {}}})
-	waitFor(t, "late to appear", func() bool { return has("late") })
+	waitFor(t, changed, "late to appear", func() bool { return has("late") })
 
 	e.SetDown(true)
-	waitFor(t, "watcher to notice the daemon is gone", func() bool { return !w.Connected() })
+	waitFor(t, changed, "watcher to notice the daemon is gone", func() bool { return !w.Connected() })
 	e.StopContainer("c0007")
 	e.SetDown(false)
-	waitFor(t, "c0007 to go after the daemon came back", func() bool { return w.Connected() && !has("c0007") && has("late") })
+	waitFor(t, changed, "c0007 to go after the daemon came back", func() bool { return w.Connected() && !has("c0007") && has("late") })
 }
 
-func waitFor(tb testing.TB, what string, cond func() bool) {
+// waitFor checks cond each time changed fires, until it holds or 10 s pass.
+func waitFor(tb testing.TB, changed <-chan struct{}, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.After(10 * time.Second)
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-changed:
+		case <-deadline:
 			tb.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
