@@ -3,6 +3,7 @@ package ops_test
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -82,8 +83,11 @@ func TestPageUpdatesLive(t *testing.T) {
 	}
 	opstest.Screenshot(t, ctx, "ops-page")
 
-	added.Containers[len(added.Containers)-1].Health = resolver.HealthUnhealthy
-	topo.set(added)
+	// A new table, not an edit of the one the server may be reading.
+	sick := added
+	sick.Containers = slices.Clone(added.Containers)
+	sick.Containers[len(sick.Containers)-1].Health = resolver.HealthUnhealthy
+	topo.set(sick)
 	s.Notify(ops.Event{Kind: ops.KindHealth, Action: "health_status: unhealthy", Name: newName})
 	must(opstest.WaitText(ctx, sel+" .health", "unhealthy"))
 	must(opstest.WaitText(ctx, sel, "left out of answers"))
