@@ -106,9 +106,7 @@ func Finish(msg []byte, start int, q *Query, authoritative bool, limit int) (out
 		room -= OPTLen
 	}
 	if len(r) > room {
-		n := truncate(r, room)
-		msg = msg[:start+n]
-		r = msg[start:]
+		msg = msg[:start+truncate(r, room)]
 	}
 	if q.EDNS {
 		msg = appendOPT(msg, 0, q.DO)

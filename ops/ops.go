@@ -147,9 +147,6 @@ func New(cfg Config) *Server {
 	return s
 }
 
-// Handler returns the server's routes, for tests and for mounting elsewhere.
-func (s *Server) Handler() http.Handler { return s.handler }
-
 // Start binds cfg.Addr and serves in the background. A port that cannot be
 // bound is returned as an error that names the address.
 func (s *Server) Start() error {
@@ -182,17 +179,6 @@ func (s *Server) Start() error {
 	}()
 	s.log.Info("ops http listening", zap.String("addr", ln.Addr().String()))
 	return nil
-}
-
-// Addr returns the bound address after Start (useful with port 0), else the
-// configured one.
-func (s *Server) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln != nil {
-		return s.ln.Addr().String()
-	}
-	return s.cfg.Addr
 }
 
 // Shutdown ends SSE streams, stops the pusher, and gracefully stops the HTTP

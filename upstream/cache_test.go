@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/miekg/dns"
@@ -259,14 +260,13 @@ func cacheWantCalls(tb testing.TB, f *cacheFakeUpstream, want int64) {
 	}
 }
 
-func cacheEventually(tb testing.TB, what string, cond func() bool) {
+// cacheSettled waits until every goroutine of the test's synctest bubble
+// (clients, flights, prefetches) is blocked or gone, then requires cond.
+func cacheSettled(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
+	synctest.Wait()
+	if !cond() {
+		tb.Fatalf("not so once the cache settled: %s", what)
 	}
 }
 
@@ -426,21 +426,22 @@ func TestCacheNotCachedAndKeepsGoodEntry(t *testing.T) {
 }
 
 func TestCacheErrorDoesNotReplaceOnPrefetch(t *testing.T) {
-	c, f, clk := cacheSetup(t, upstream.CacheConfig{})
-	f.set(cacheAnswerA(100))
-	q := cacheQ("keep.example.", dns.TypeA)
-	cacheAsk(t, c, q)
-	f.set(cacheAnswerRcode(dns.RcodeServerFailure, false))
-	clk.Advance(95 * time.Second)
-	cacheAsk(t, c, q)
-	cacheAsk(t, c, q) // popular and near expiry: prefetch, which gets SERVFAIL
-	cacheEventually(t, "the prefetch", func() bool { return f.calls.Load() == 2 })
-	time.Sleep(10 * time.Millisecond) // let the prefetch finish storing nothing
-	r := cacheAsk(t, c, q)
-	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
-		t.Fatalf("after a failed prefetch got %v, want the cached answer", r)
-	}
-	cacheWantTTL(t, r, 5)
+	synctest.Test(t, func(t *testing.T) {
+		c, f, clk := cacheSetup(t, upstream.CacheConfig{})
+		f.set(cacheAnswerA(100))
+		q := cacheQ("keep.example.", dns.TypeA)
+		cacheAsk(t, c, q)
+		f.set(cacheAnswerRcode(dns.RcodeServerFailure, false))
+		clk.Advance(95 * time.Second)
+		cacheAsk(t, c, q)
+		cacheAsk(t, c, q) // popular and near expiry: prefetch, which gets SERVFAIL
+		cacheSettled(t, "the prefetch has run", func() bool { return f.calls.Load() == 2 })
+		r := cacheAsk(t, c, q)
+		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Fatalf("after a failed prefetch got %v, want the cached answer", r)
+		}
+		cacheWantTTL(t, r, 5)
+	})
 }
 
 func TestCacheKey(t *testing.T) {
@@ -524,165 +525,176 @@ func TestCachePreservesCaseAndID(t *testing.T) {
 }
 
 func TestCacheCoalescesMisses(t *testing.T) {
-	c, f, _ := cacheSetup(t, upstream.CacheConfig{})
-	gate := make(chan struct{})
-	f.mu.Lock()
-	f.gate = gate
-	f.mu.Unlock()
+	synctest.Test(t, func(t *testing.T) {
+		c, f, _ := cacheSetup(t, upstream.CacheConfig{})
+		gate := make(chan struct{})
+		f.mu.Lock()
+		f.gate = gate
+		f.mu.Unlock()
 
-	const clients = 100
-	var wg sync.WaitGroup
-	errs := make(chan error, clients)
-	for i := range clients {
-		wg.Go(func() {
-			// Each client its own case and ID: each must get its own copy.
-			name := "cold.example."
-			if i%2 == 1 {
-				name = "COLD.example."
-			}
-			m := cacheQ(name, dns.TypeA)
-			m.Id = uint16(i)
-			r, _, err := cacheResolve(context.Background(), t, c, m, false)
-			switch {
-			case err != nil:
-				errs <- err
-			case r.Id != m.Id || r.Question[0].Name != name:
-				errs <- fmt.Errorf("client %d got ID %d question %s", i, r.Id, r.Question[0].Name)
-			case len(r.Answer) != 1:
-				errs <- fmt.Errorf("client %d got %d answers", i, len(r.Answer))
-			default:
-				r.Answer[0].Header().Ttl = 1 // a private copy: must not show up elsewhere
-			}
-		})
-	}
-	cacheEventually(t, "every client to wait", func() bool { return c.Stats().Coalesced == clients-1 })
-	close(gate)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	cacheWantCalls(t, f, 1)
-	cacheWantTTL(t, cacheAsk(t, c, cacheQ("cold.example.", dns.TypeA)), 300)
+		const clients = 100
+		var wg sync.WaitGroup
+		errs := make(chan error, clients)
+		for i := range clients {
+			wg.Go(func() {
+				// Each client its own case and ID: each must get its own copy.
+				name := "cold.example."
+				if i%2 == 1 {
+					name = "COLD.example."
+				}
+				m := cacheQ(name, dns.TypeA)
+				m.Id = uint16(i)
+				r, _, err := cacheResolve(context.Background(), t, c, m, false)
+				switch {
+				case err != nil:
+					errs <- err
+				case r.Id != m.Id || r.Question[0].Name != name:
+					errs <- fmt.Errorf("client %d got ID %d question %s", i, r.Id, r.Question[0].Name)
+				case len(r.Answer) != 1:
+					errs <- fmt.Errorf("client %d got %d answers", i, len(r.Answer))
+				default:
+					r.Answer[0].Header().Ttl = 1 // a private copy: must not show up elsewhere
+				}
+			})
+		}
+		cacheSettled(t, "every other client waits for the first", func() bool { return c.Stats().Coalesced == clients-1 })
+		close(gate)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		cacheWantCalls(t, f, 1)
+		cacheWantTTL(t, cacheAsk(t, c, cacheQ("cold.example.", dns.TypeA)), 300)
+	})
 }
 
 func TestCacheWaiterContext(t *testing.T) {
-	c, f, _ := cacheSetup(t, upstream.CacheConfig{})
-	gate := make(chan struct{})
-	f.mu.Lock()
-	f.gate = gate
-	f.mu.Unlock()
+	synctest.Test(t, func(t *testing.T) {
+		c, f, _ := cacheSetup(t, upstream.CacheConfig{})
+		gate := make(chan struct{})
+		f.mu.Lock()
+		f.gate = gate
+		f.mu.Unlock()
 
-	first := make(chan error, 1)
-	go func() {
-		_, _, err := cacheResolve(context.Background(), t, c, cacheQ("slow.example.", dns.TypeA), false)
-		first <- err
-	}()
-	cacheEventually(t, "the upstream query", func() bool { return f.calls.Load() == 1 })
+		first := make(chan error, 1)
+		go func() {
+			_, _, err := cacheResolve(context.Background(), t, c, cacheQ("slow.example.", dns.TypeA), false)
+			first <- err
+		}()
+		cacheSettled(t, "the upstream query is out", func() bool { return f.calls.Load() == 1 })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	if _, _, err := cacheResolve(ctx, t, c, cacheQ("slow.example.", dns.TypeA), false); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("impatient waiter got %v, want its deadline", err)
-	}
-	close(gate)
-	if err := <-first; err != nil {
-		t.Fatalf("patient client: %v", err)
-	}
-	cacheWantCalls(t, f, 1)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		if _, _, err := cacheResolve(ctx, t, c, cacheQ("slow.example.", dns.TypeA), false); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("impatient waiter got %v, want its deadline", err)
+		}
+		close(gate)
+		if err := <-first; err != nil {
+			t.Fatalf("patient client: %v", err)
+		}
+		cacheWantCalls(t, f, 1)
+	})
 }
 
 func TestCacheLeaderCancelDoesNotFailOthers(t *testing.T) {
-	c, f, _ := cacheSetup(t, upstream.CacheConfig{})
-	gate := make(chan struct{})
-	f.mu.Lock()
-	f.gate = gate
-	f.mu.Unlock()
+	synctest.Test(t, func(t *testing.T) {
+		c, f, _ := cacheSetup(t, upstream.CacheConfig{})
+		gate := make(chan struct{})
+		f.mu.Lock()
+		f.gate = gate
+		f.mu.Unlock()
 
-	ctx, cancel := context.WithCancel(context.Background())
-	leader := make(chan error, 1)
-	go func() {
-		_, _, err := cacheResolve(ctx, t, c, cacheQ("lead.example.", dns.TypeA), false)
-		leader <- err
-	}()
-	cacheEventually(t, "the upstream query", func() bool { return f.calls.Load() == 1 })
-	follower := make(chan error, 1)
-	go func() {
-		_, _, err := cacheResolve(context.Background(), t, c, cacheQ("lead.example.", dns.TypeA), false)
-		follower <- err
-	}()
-	cacheEventually(t, "the follower to join", func() bool { return c.Stats().Coalesced == 1 })
-	cancel()
-	if err := <-leader; !errors.Is(err, context.Canceled) {
-		t.Fatalf("leader got %v, want canceled", err)
-	}
-	close(gate)
-	if err := <-follower; err != nil {
-		t.Fatalf("follower: %v", err)
-	}
+		ctx, cancel := context.WithCancel(context.Background())
+		leader := make(chan error, 1)
+		go func() {
+			_, _, err := cacheResolve(ctx, t, c, cacheQ("lead.example.", dns.TypeA), false)
+			leader <- err
+		}()
+		cacheSettled(t, "the upstream query is out", func() bool { return f.calls.Load() == 1 })
+		follower := make(chan error, 1)
+		go func() {
+			_, _, err := cacheResolve(context.Background(), t, c, cacheQ("lead.example.", dns.TypeA), false)
+			follower <- err
+		}()
+		cacheSettled(t, "the follower joined", func() bool { return c.Stats().Coalesced == 1 })
+		cancel()
+		if err := <-leader; !errors.Is(err, context.Canceled) {
+			t.Fatalf("leader got %v, want canceled", err)
+		}
+		close(gate)
+		if err := <-follower; err != nil {
+			t.Fatalf("follower: %v", err)
+		}
+	})
 }
 
 func TestCacheTCPAndUDPMissesDoNotShare(t *testing.T) {
-	c, f, _ := cacheSetup(t, upstream.CacheConfig{})
-	gate := make(chan struct{})
-	f.mu.Lock()
-	f.gate = gate
-	f.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, tcp := range []bool{false, true} {
-		wg.Go(func() { cacheResolve(context.Background(), t, c, cacheQ("t.example.", dns.TypeA), tcp) }) //nolint:errcheck // counts only
-	}
-	cacheEventually(t, "two upstream queries", func() bool { return f.calls.Load() == 2 })
-	close(gate)
-	wg.Wait()
+	synctest.Test(t, func(t *testing.T) {
+		c, f, _ := cacheSetup(t, upstream.CacheConfig{})
+		gate := make(chan struct{})
+		f.mu.Lock()
+		f.gate = gate
+		f.mu.Unlock()
+		var wg sync.WaitGroup
+		for _, tcp := range []bool{false, true} {
+			wg.Go(func() { cacheResolve(context.Background(), t, c, cacheQ("t.example.", dns.TypeA), tcp) }) //nolint:errcheck // counts only
+		}
+		cacheSettled(t, "two upstream queries are out", func() bool { return f.calls.Load() == 2 })
+		close(gate)
+		wg.Wait()
+	})
 }
 
 func TestCachePrefetch(t *testing.T) {
-	c, f, clk := cacheSetup(t, upstream.CacheConfig{})
-	f.set(cacheAnswerA(100))
-	q := cacheQ("hot.example.", dns.TypeA)
-	cacheAsk(t, c, q) // miss, stored at t0
-	clk.Advance(50 * time.Second)
-	cacheAsk(t, c, q) // hit 1: not near expiry
-	cacheWantCalls(t, f, 1)
+	synctest.Test(t, func(t *testing.T) {
+		c, f, clk := cacheSetup(t, upstream.CacheConfig{})
+		f.set(cacheAnswerA(100))
+		q := cacheQ("hot.example.", dns.TypeA)
+		cacheAsk(t, c, q) // miss, stored at t0
+		clk.Advance(50 * time.Second)
+		cacheAsk(t, c, q) // hit 1: not near expiry
+		cacheWantCalls(t, f, 1)
 
-	clk.Advance(41 * time.Second) // t0+91: in the last tenth of the TTL
-	cacheWantTTL(t, cacheAsk(t, c, q), 9)
-	cacheEventually(t, "the prefetch", func() bool { return f.calls.Load() == 2 })
-	cacheEventually(t, "the refreshed entry", func() bool {
-		return cacheTTLs(cacheAsk(t, c, q))[0] == 100
+		clk.Advance(41 * time.Second) // t0+91: in the last tenth of the TTL
+		cacheWantTTL(t, cacheAsk(t, c, q), 9)
+		cacheSettled(t, "the prefetch has run", func() bool { return f.calls.Load() == 2 })
+		cacheWantTTL(t, cacheAsk(t, c, q), 100) // the refreshed entry
+		if st := c.Stats(); st.Prefetches != 1 || st.Misses != 1 {
+			t.Fatalf("stats %+v, want one prefetch and one miss", st)
+		}
+
+		clk.Advance(10 * time.Second) // past the original expiry (t0+100)
+		cacheWantTTL(t, cacheAsk(t, c, q), 90)
+		cacheWantCalls(t, f, 2)
+		if st := c.Stats(); st.Misses != 1 {
+			t.Fatalf("stats %+v, want no new miss", st)
+		}
 	})
-	if st := c.Stats(); st.Prefetches != 1 || st.Misses != 1 {
-		t.Fatalf("stats %+v, want one prefetch and one miss", st)
-	}
-
-	clk.Advance(10 * time.Second) // past the original expiry (t0+100)
-	cacheWantTTL(t, cacheAsk(t, c, q), 90)
-	cacheWantCalls(t, f, 2)
-	if st := c.Stats(); st.Misses != 1 {
-		t.Fatalf("stats %+v, want no new miss", st)
-	}
 }
 
 func TestCachePrefetchOncePerEntry(t *testing.T) {
-	c, f, clk := cacheSetup(t, upstream.CacheConfig{})
-	gate := make(chan struct{})
-	q := cacheQ("busy.example.", dns.TypeA)
-	cacheAsk(t, c, q)
-	f.mu.Lock()
-	f.gate = gate
-	f.mu.Unlock()
-	clk.Advance(295 * time.Second)
-	for range 50 {
+	synctest.Test(t, func(t *testing.T) {
+		c, f, clk := cacheSetup(t, upstream.CacheConfig{})
+		gate := make(chan struct{})
+		q := cacheQ("busy.example.", dns.TypeA)
 		cacheAsk(t, c, q)
-	}
-	cacheEventually(t, "the prefetch", func() bool { return f.calls.Load() == 2 })
-	close(gate)
-	cacheEventually(t, "the refreshed entry", func() bool { return cacheTTLs(cacheAsk(t, c, q))[0] == 300 })
-	cacheWantCalls(t, f, 2)
-	if st := c.Stats(); st.Prefetches != 1 {
-		t.Fatalf("stats %+v, want exactly one prefetch", st)
-	}
+		f.mu.Lock()
+		f.gate = gate
+		f.mu.Unlock()
+		clk.Advance(295 * time.Second)
+		for range 50 {
+			cacheAsk(t, c, q)
+		}
+		cacheSettled(t, "one prefetch waits upstream", func() bool { return f.calls.Load() == 2 })
+		close(gate)
+		synctest.Wait()
+		cacheWantTTL(t, cacheAsk(t, c, q), 300) // the refreshed entry
+		cacheWantCalls(t, f, 2)
+		if st := c.Stats(); st.Prefetches != 1 {
+			t.Fatalf("stats %+v, want exactly one prefetch", st)
+		}
+	})
 }
 
 func TestCachePrefetchDisabled(t *testing.T) {
@@ -844,42 +856,44 @@ func TestCachePassThrough(t *testing.T) {
 // upstream and gets the upstream's TTLs, but identical misses still share
 // one exchange.
 func TestCacheStoringOff(t *testing.T) {
-	c, f, _ := cacheSetup(t, upstream.CacheConfig{Size: -1})
-	f.set(func(q *dns.Msg) (*dns.Msg, error) {
-		r, err := cacheAnswerA(300)(q)
-		r.Answer = append(r.Answer, &dns.A{
-			Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 7},
-			A:   net.IPv4(192, 0, 2, 2).To4(),
+	synctest.Test(t, func(t *testing.T) {
+		c, f, _ := cacheSetup(t, upstream.CacheConfig{Size: -1})
+		f.set(func(q *dns.Msg) (*dns.Msg, error) {
+			r, err := cacheAnswerA(300)(q)
+			r.Answer = append(r.Answer, &dns.A{
+				Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 7},
+				A:   net.IPv4(192, 0, 2, 2).To4(),
+			})
+			return r, err
 		})
-		return r, err
-	})
-	for range 2 {
-		r := cacheAsk(t, c, cacheQ("off.example.", dns.TypeA))
-		if ttls := cacheTTLs(r); len(ttls) != 2 || ttls[0] != 300 || ttls[1] != 7 {
-			t.Fatalf("TTLs %v, want the upstream's [300 7]", ttls)
-		}
-	}
-	cacheWantCalls(t, f, 2)
-	if _, ok := c.AppendHit(nil, cacheParse(t, cacheQ("off.example.", dns.TypeA))); ok || c.Len() != 0 {
-		t.Fatalf("AppendHit hit %v, Len %d; want nothing stored", ok, c.Len())
-	}
-
-	gate := make(chan struct{})
-	f.mu.Lock()
-	f.gate = gate
-	f.mu.Unlock()
-	var wg sync.WaitGroup
-	for range 10 {
-		wg.Go(func() {
-			if _, _, err := cacheResolve(context.Background(), t, c, cacheQ("off.example.", dns.TypeA), false); err != nil {
-				t.Error(err)
+		for range 2 {
+			r := cacheAsk(t, c, cacheQ("off.example.", dns.TypeA))
+			if ttls := cacheTTLs(r); len(ttls) != 2 || ttls[0] != 300 || ttls[1] != 7 {
+				t.Fatalf("TTLs %v, want the upstream's [300 7]", ttls)
 			}
-		})
-	}
-	cacheEventually(t, "every client to wait", func() bool { return c.Stats().Coalesced == 9 })
-	close(gate)
-	wg.Wait()
-	cacheWantCalls(t, f, 3)
+		}
+		cacheWantCalls(t, f, 2)
+		if _, ok := c.AppendHit(nil, cacheParse(t, cacheQ("off.example.", dns.TypeA))); ok || c.Len() != 0 {
+			t.Fatalf("AppendHit hit %v, Len %d; want nothing stored", ok, c.Len())
+		}
+
+		gate := make(chan struct{})
+		f.mu.Lock()
+		f.gate = gate
+		f.mu.Unlock()
+		var wg sync.WaitGroup
+		for range 10 {
+			wg.Go(func() {
+				if _, _, err := cacheResolve(context.Background(), t, c, cacheQ("off.example.", dns.TypeA), false); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		cacheSettled(t, "every other client waits for the first", func() bool { return c.Stats().Coalesced == 9 })
+		close(gate)
+		wg.Wait()
+		cacheWantCalls(t, f, 3)
+	})
 }
 
 func TestNewCacheRejectsBadConfig(t *testing.T) {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -159,9 +161,12 @@ func TestForwarderAllDownFailsOpen(t *testing.T) {
 func TestForwarderProbeRecovery(t *testing.T) {
 	first := startFake(t, blackhole)
 	second := startFake(t, answerA("192.0.2.2"))
+	// The forwarder logs "upstream up" once it marks the server up.
+	logged := make(chan struct{}, 1)
 	f := newForwarder(t, Config{
 		Servers: []Spec{first.spec(ProtoUDP), second.spec(ProtoUDP)},
 		Timeout: 100 * time.Millisecond,
+		Logger:  zaptest.NewLogger(t, zaptest.WrapOptions(zap.Hooks(func(zapcore.Entry) error { poke(logged); return nil }))),
 	})
 
 	if _, err := exchange(t, f, context.Background(), "one.test."); err != nil {
@@ -179,9 +184,9 @@ func TestForwarderProbeRecovery(t *testing.T) {
 		t.Fatalf("down upstream got %d queries, want 0", n)
 	}
 	// The probe keeps asking the down server and finds it back.
-	eventually(t, "a probe", func() bool { return len(first.queries(".")) > 0 })
+	waitOn(t, first.arrived, "a probe", func() bool { return len(first.queries(".")) > 0 })
 	first.setHandler(answerA("192.0.2.1"))
-	eventually(t, "the first upstream to come back", func() bool { return f.ServerStats()[0].Up })
+	waitOn(t, logged, "the first upstream to come back", func() bool { return f.ServerStats()[0].Up })
 
 	r, err = exchange(t, f, context.Background(), "three.test.")
 	if err != nil || firstA(r) != "192.0.2.1" {

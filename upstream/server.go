@@ -502,10 +502,3 @@ func (p *pool) close() {
 	p.mu.Unlock()
 	p.drain()
 }
-
-// idleCount is for tests.
-func (p *pool) idleCount() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.idle)
-}

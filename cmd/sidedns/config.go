@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/sidedns/sidedns/dnsserver"
+	"github.com/sidedns/sidedns/dockerwatch"
 	"github.com/sidedns/sidedns/upstream"
 )
 
@@ -81,7 +82,7 @@ func flagSpecs(c *config) []flagSpec {
 		RateLimit:      dnsserver.DefaultRateLimitQPS,
 		LogFormat:      "json",
 		LogLevel:       zapcore.InfoLevel,
-		ResyncInterval: 5 * time.Minute,
+		ResyncInterval: dockerwatch.DefaultResyncInterval,
 	}
 	return []flagSpec{
 		{"config", "path", "file of flag=value lines (the flags below, without dashes; # starts a comment), " +
