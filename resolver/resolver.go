@@ -23,12 +23,20 @@ type Options struct {
 	Logger  *zap.Logger
 }
 
+// Defaults of Options, exported for the flags that set them.
+const (
+	// DefaultTTL is short so that health changes reach clients quickly
+	// (Docker's fixed 600 s defeats health filtering).
+	DefaultTTL    = 5
+	DefaultDomain = "docker."
+)
+
 func (o Options) withDefaults() Options {
 	if o.TTL == 0 {
-		o.TTL = 5
+		o.TTL = DefaultTTL
 	}
 	if o.Domain == "" {
-		o.Domain = "docker."
+		o.Domain = DefaultDomain
 	}
 	o.Domain = dns.Fqdn(strings.ToLower(o.Domain))
 	if o.Logger == nil {

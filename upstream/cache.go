@@ -18,13 +18,15 @@ import (
 	"go.uber.org/zap"
 )
 
-// DefaultCacheSize is the cache's size bound in entries when none is given.
-const DefaultCacheSize = 100_000
+// Defaults of CacheConfig, exported for the flags that set them.
+const (
+	DefaultCacheSize   = 100_000
+	DefaultMaxTTL      = 24 * time.Hour
+	DefaultStaleWindow = 24 * time.Hour // RFC 8767 suggests 1-3 days
+)
 
 const (
-	cacheDefaultMaxTTL         = 24 * time.Hour
 	cacheDefaultNegativeMaxTTL = 30 * time.Minute // RFC 2308 suggests 1-3 h; 30 min keeps new names visible sooner.
-	cacheDefaultStaleWindow    = 24 * time.Hour
 	cacheDefaultPrefetchHits   = 2
 	// A refresh outlives one client's patience: it covers failover across
 	// a few upstreams at the forwarder's 2 s per try.
@@ -133,7 +135,7 @@ func NewCache(next Exchanger, cfg CacheConfig) (*Cache, error) {
 		cfg.Size = DefaultCacheSize
 	}
 	if cfg.MaxTTL == 0 {
-		cfg.MaxTTL = cacheDefaultMaxTTL
+		cfg.MaxTTL = DefaultMaxTTL
 	}
 	if cfg.NegativeMaxTTL == 0 {
 		cfg.NegativeMaxTTL = cacheDefaultNegativeMaxTTL
@@ -143,7 +145,7 @@ func NewCache(next Exchanger, cfg CacheConfig) (*Cache, error) {
 			cfg.MinTTL, cfg.MaxTTL, cfg.NegativeMaxTTL)
 	}
 	if cfg.StaleWindow == 0 {
-		cfg.StaleWindow = cacheDefaultStaleWindow
+		cfg.StaleWindow = DefaultStaleWindow
 	}
 	if cfg.PrefetchHits == 0 {
 		cfg.PrefetchHits = cacheDefaultPrefetchHits

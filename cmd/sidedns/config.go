@@ -17,6 +17,7 @@ import (
 
 	"github.com/sidedns/sidedns/dnsserver"
 	"github.com/sidedns/sidedns/dockerwatch"
+	"github.com/sidedns/sidedns/resolver"
 	"github.com/sidedns/sidedns/upstream"
 )
 
@@ -72,11 +73,11 @@ func flagSpecs(c *config) []flagSpec {
 	*c = config{
 		ResolvConf:     "/etc/resolv.conf",
 		HTTP:           defaultHTTP,
-		Domain:         "docker.",
-		TTL:            5 * time.Second,
+		Domain:         resolver.DefaultDomain,
+		TTL:            resolver.DefaultTTL * time.Second,
 		CacheSize:      upstream.DefaultCacheSize,
-		CacheMaxTTL:    24 * time.Hour,
-		StaleWindow:    24 * time.Hour,
+		CacheMaxTTL:    upstream.DefaultMaxTTL,
+		StaleWindow:    upstream.DefaultStaleWindow,
 		Timeout:        upstream.DefaultTimeout,
 		MaxConcurrent:  upstream.DefaultMaxConcurrent,
 		RateLimit:      dnsserver.DefaultRateLimitQPS,
