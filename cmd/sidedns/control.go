@@ -21,37 +21,40 @@ import (
 )
 
 // startControl opens the override store and serves the control API. When
-// another process holds the socket (a second sidedns on the host), it
-// serves without it, and without the state file that process owns.
+// the socket cannot be had, because another process serves it (a second
+// sidedns on the host) or because the default path is not writable (the
+// image runs as nobody), sidedns serves DNS without it and without the
+// state file beside it. A socket path given by the operator must work.
 func (a *app) startControl(cfg config) error {
-	state := cfg.StateFile
-	if state == "" && cfg.ControlSocket != "" {
-		state = filepath.Join(filepath.Dir(cfg.ControlSocket), "overrides.json")
-	}
-	ccfg := control.Config{
-		Socket: cfg.ControlSocket, TCP: cfg.ControlTCP,
-		CA: cfg.ControlCA, Cert: cfg.ControlCert, Key: cfg.ControlKey,
-		Logger: a.log.Named("control"),
-	}
-	var err error
-	a.overrides, err = control.OpenStore(state)
-	if err != nil {
-		a.log.Error("overrides not restored", zap.Error(err))
-	}
+	log := a.log.Named("control")
 	refresh := func() {
 		if a.ops != nil {
 			a.ops.Refresh() // after the publish, so the page shows the new table
 		}
 	}
-	a.pub = control.NewPublisher(a.res, a.overrides, a.log.Named("control"), refresh)
-	svc := control.NewService(a.overrides, a.pub, a.log.Named("control"))
-	a.ctl, err = control.Start(ccfg, svc)
-	if errors.Is(err, control.ErrSocketInUse) {
-		a.log.Warn("control socket held by another process; serving without it", zap.Error(err))
-		a.overrides, _ = control.OpenStore("")
-		a.pub = control.NewPublisher(a.res, a.overrides, a.log.Named("control"), refresh)
+	ccfg := control.Config{
+		Socket: cfg.ControlSocket, TCP: cfg.ControlTCP,
+		CA: cfg.ControlCA, Cert: cfg.ControlCert, Key: cfg.ControlKey,
+		Logger: log,
+	}
+	try := func(ccfg control.Config) error {
+		state := cfg.StateFile
+		if state == "" && ccfg.Socket != "" {
+			state = filepath.Join(filepath.Dir(ccfg.Socket), "overrides.json")
+		}
+		var err error
+		if a.overrides, err = control.OpenStore(state); err != nil {
+			log.Error("overrides not restored", zap.Error(err))
+		}
+		a.pub = control.NewPublisher(a.res, a.overrides, log, refresh)
+		a.ctl, err = control.Start(ccfg, control.NewService(a.overrides, a.pub, log))
+		return err
+	}
+	err := try(ccfg)
+	if err != nil && ccfg.Socket != "" && (errors.Is(err, control.ErrSocketInUse) || ccfg.Socket == control.DefaultSocket) {
+		log.Warn("serving without the control socket", zap.Error(err))
 		ccfg.Socket = ""
-		a.ctl, err = control.Start(ccfg, control.NewService(a.overrides, a.pub, a.log.Named("control")))
+		err = try(ccfg)
 	}
 	if err != nil {
 		return fmt.Errorf("start control API: %w", err)

@@ -187,3 +187,23 @@ func TestControlCommandErrors(t *testing.T) {
 		t.Errorf("ls on a missing socket: exit %d, %q", code, out)
 	}
 }
+
+// A second sidedns on a socket that another one serves runs without it,
+// rather than failing or taking it over.
+func TestControlSocketInUse(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+	socket := filepath.Join(t.TempDir(), "control.sock")
+	up := startFakeUpstream(t)
+	first := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runInBackground(t, []string{"--listen", first, "--upstream", up.addr, "--http", "off", "--control-socket", socket})
+	waitFor(t, "the first sidedns", func() bool { code, _ := ctl(socket, "ls"); return code == 0 })
+	second := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	logs, _ := runInBackground(t, []string{"--listen", second, "--upstream", up.addr, "--http", "off", "--control-socket", socket})
+	checkForwarded(t, waitForAnswer(t, "udp", second, "example.org."))
+	if !strings.Contains(logs.String(), "serving without the control socket") {
+		t.Errorf("second sidedns log:\n%s", logs)
+	}
+	if code, out := ctl(socket, "ls"); code != 0 {
+		t.Errorf("the first sidedns lost its socket: %d %s", code, out)
+	}
+}
