@@ -63,26 +63,27 @@ func container(n int, ip string) resolver.Container {
 
 // sidedns is the control API over a real resolver, as cmd/sidedns wires it.
 type sidedns struct {
+	srv    *control.Server
 	pub    *control.Publisher
 	socket string
 	client controlpb.ControlClient
 }
 
-func startSidedns(t *testing.T, top resolver.Topology) *sidedns {
+func startSidedns(t *testing.T, socket string, top resolver.Topology) *sidedns {
 	t.Helper()
 	log := zaptest.NewLogger(t)
 	store, err := control.OpenStore("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &sidedns{socket: filepath.Join(t.TempDir(), "control.sock")}
+	s := &sidedns{socket: socket}
 	s.pub = control.NewPublisher(resolver.New(resolver.Options{}), store, log, nil)
 	s.pub.Publish(top)
-	srv, err := control.Start(control.Config{Socket: s.socket, Logger: log}, control.NewService(store, s.pub, log))
+	s.srv, err = control.Start(control.Config{Socket: s.socket, Logger: log}, control.NewService(store, s.pub, log))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.Stop)
+	t.Cleanup(s.srv.Stop)
 	conn, err := control.Dial(s.socket)
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +117,7 @@ func TestClientFollowsReplicas(t *testing.T) {
 	port := replicas(t, "127.0.0.2", "127.0.0.3", "127.0.0.4")
 	c1, c2, c3 := container(1, "127.0.0.2"), container(2, "127.0.0.3"), container(3, "127.0.0.4")
 	top := resolver.Topology{Networks: []resolver.Network{{ID: "n", Name: "shopnet"}}, Containers: []resolver.Container{c1, c2}}
-	sd := startSidedns(t, top)
+	sd := startSidedns(t, filepath.Join(t.TempDir(), "control.sock"), top)
 
 	conn, err := grpc.NewClient("sidedns:///api.shop.docker:"+port,
 		grpc.WithResolvers(NewBuilder(sd.socket)),
@@ -158,6 +159,47 @@ func TestClientFollowsReplicas(t *testing.T) {
 			t.Fatalf("5 s after the change, traffic is %v", got)
 		}
 	}
+}
+
+// waitServedBy sends RPCs until exactly the want addresses serve them.
+func waitServedBy(t *testing.T, c healthpb.HealthClient, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := served(t, c, 10)
+		ok := len(got) == len(want)
+		for _, a := range want {
+			ok = ok && got[a] > 0
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("traffic goes to %v, want %v", got, want)
+		}
+	}
+}
+
+// When sidedns restarts, the client keeps its replicas meanwhile and then
+// follows the new sidedns.
+func TestClientFollowsAcrossRestart(t *testing.T) {
+	port := replicas(t, "127.0.0.6", "127.0.0.7")
+	nets := []resolver.Network{{ID: "n", Name: "shopnet"}}
+	socket := filepath.Join(t.TempDir(), "control.sock")
+	sd := startSidedns(t, socket, resolver.Topology{Networks: nets, Containers: []resolver.Container{container(1, "127.0.0.6")}})
+	conn, err := grpc.NewClient("sidedns:///api.shop.docker:"+port,
+		grpc.WithResolvers(NewBuilder(socket)), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := healthpb.NewHealthClient(conn)
+	waitServedBy(t, client, "127.0.0.6")
+
+	sd.srv.Stop()
+	waitServedBy(t, client, "127.0.0.6") // sidedns is away: the last set stands
+	startSidedns(t, socket, resolver.Topology{Networks: nets, Containers: []resolver.Container{container(2, "127.0.0.7")}})
+	waitServedBy(t, client, "127.0.0.7")
 }
 
 // With no control socket the target goes to gRPC's DNS resolver; an IP
