@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/netip"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -296,5 +297,31 @@ func BenchmarkAppendAnswerWeighted(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestAnswerSet(t *testing.T) {
+	r := New(Options{})
+	r.Publish(trafficTopology())
+	tests := []struct {
+		name string
+		want []string
+	}{
+		{"web.shop.docker", []string{"shop-web-1 10.30.0.2 100", "shop-web-2 10.30.0.3 100", "shop-web-3 10.30.0.4 800"}},
+		{"WEB.", []string{"shop-web-1 10.30.0.2 100", "shop-web-2 10.30.0.3 100", "shop-web-3 10.30.0.4 800"}},
+		{"canary.web.shop.docker.", []string{"shop-web-2 10.30.0.3 100", "shop-web-3 10.30.0.4 800"}},
+		{"shop-web-4.docker", []string{"shop-web-4 10.30.0.5 0"}},
+		{"canary.web.shop", nil},
+		{"docker", nil},
+		{"nope.docker", nil},
+	}
+	for _, tt := range tests {
+		var got []string
+		for _, a := range r.AnswerSet(tt.name) {
+			got = append(got, a.Container+" "+a.Addr.String()+" "+strconv.Itoa(int(a.Weight)))
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("AnswerSet(%q) = %q, want %q", tt.name, got, tt.want)
+		}
 	}
 }
