@@ -142,7 +142,7 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 		return rs
 	}
 
-	var names []string // reused for each endpoint
+	var names, svcKeys []string // reused for each endpoint and container
 	for i := range t.Containers {
 		c := &t.Containers[i]
 		ord := uint64(i+1) * ordStep
@@ -151,7 +151,7 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 		cl.project = c.Project
 		cl.networks = querierNets[:0:len(c.Endpoints)]
 		querierNets = querierNets[len(c.Endpoints):]
-		svcKeys := serviceKeys(nil, c)
+		svcKeys = serviceKeys(svcKeys[:0], c)
 		for j, ep := range c.Endpoints {
 			slot := s.slots[strings.ToLower(ep.NetworkName)]
 			nt := s.tables[slot]
