@@ -51,9 +51,8 @@ type Config struct {
 
 // Server serves the control API on its listeners.
 type Server struct {
+	svc     *Service
 	servers []*grpc.Server
-	done    chan struct{}
-	log     *zap.Logger
 }
 
 // Start listens as cfg says and serves svc. With neither a socket nor TCP
@@ -63,7 +62,7 @@ func Start(cfg Config, svc *Service) (_ *Server, err error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	s := &Server{done: make(chan struct{}), log: log}
+	s := &Server{svc: svc}
 	defer func() {
 		if err != nil {
 			s.Stop()
@@ -110,12 +109,16 @@ func Start(cfg Config, svc *Service) (_ *Server, err error) {
 	return s, nil
 }
 
-// stopGrace is how long Stop lets unary calls finish before closing every
-// connection; Watch streams never finish on their own.
+// stopGrace is how long Stop lets calls finish before closing every
+// connection.
 const stopGrace = time.Second
 
-// Stop closes the listeners and every connection.
+// Stop ends the Watch streams, lets unary calls finish, and closes the
+// listeners and every connection.
 func (s *Server) Stop() {
+	if s.svc != nil {
+		s.svc.stop()
+	}
 	for _, srv := range s.servers {
 		done := make(chan struct{})
 		go func() {

@@ -458,3 +458,37 @@ func TestTCPMutualTLS(t *testing.T) {
 		t.Error("TCP without a server certificate started")
 	}
 }
+
+// Stopping the server ends open Watch streams with Unavailable, so a client
+// knows to reconnect.
+func TestStopEndsWatch(t *testing.T) {
+	dir := t.TempDir()
+	store, _ := OpenStore("")
+	log := zaptest.NewLogger(t)
+	pub := NewPublisher(resolver.New(resolver.Options{}), store, log, nil)
+	pub.Publish(shop(replica("1", "10.40.0.2", 0)))
+	socket := filepath.Join(dir, "control.sock")
+	srv, err := Start(Config{Socket: socket, Logger: log}, NewService(store, pub, log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := Dial(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := controlpb.NewControlClient(conn).Watch(ctxT(t), &controlpb.WatchRequest{Name: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("after Stop: %v, want Unavailable", err)
+	}
+	if _, err := os.Stat(socket); err == nil {
+		t.Error("socket file left behind")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
@@ -35,12 +36,19 @@ type Service struct {
 	store   *Store
 	backend Backend
 	log     *zap.Logger
+
+	stopOnce sync.Once
+	stopped  chan struct{} // closed by stop: Watch streams end
 }
 
 // NewService returns the control service over store and backend.
 func NewService(store *Store, backend Backend, log *zap.Logger) *Service {
-	return &Service{store: store, backend: backend, log: log}
+	return &Service{store: store, backend: backend, log: log, stopped: make(chan struct{})}
 }
+
+// stop ends every Watch stream, so that a graceful server stop need not
+// wait for them.
+func (s *Service) stop() { s.stopOnce.Do(func() { close(s.stopped) }) }
 
 // maxNameLen is the longest DNS name in text form, without the final dot.
 const maxNameLen = 253
@@ -112,6 +120,8 @@ func (s *Service) Watch(req *controlpb.WatchRequest, stream controlpb.Control_Wa
 		case <-changed:
 		case <-stream.Context().Done():
 			return nil
+		case <-s.stopped:
+			return status.Error(codes.Unavailable, "sidedns is stopping")
 		}
 	}
 }
