@@ -101,6 +101,7 @@ func buildContainer(in *container.InspectResponse) (c resolver.Container, ok boo
 	}
 	c.TTL = lc.TTL
 	c.Names = lc.Names
+	c.Tags, c.Weight, c.Drained = lc.Tags, lc.Weight, lc.Drained
 	c.Ports = append(c.Ports, lc.Ports...)
 	slices.SortFunc(c.Ports, func(a, b resolver.Port) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto))

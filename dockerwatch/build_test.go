@@ -358,6 +358,8 @@ func TestBuildLabelsAndPorts(t *testing.T) {
 		withLabel("sidedns.names", "Extra.Name,bad..name"),
 		withLabel("sidedns.ttl", "nope"),
 		withLabel("sidedns.srv.grpc", "9090/tcp"),
+		withLabel("sidedns.tags", "Canary"),
+		withLabel("sidedns.weight", "0"),
 		withLabel(LabelComposeProject, "p"),
 		withLabel(LabelComposeService, "s"),
 		func(c *container.InspectResponse) {
@@ -370,7 +372,8 @@ func TestBuildLabelsAndPorts(t *testing.T) {
 		t.Fatalf("containers = %+v, want only app", topo.Containers)
 	}
 	got := topo.Containers[0]
-	if got.Project != "p" || got.Service != "s" || got.TTL != 0 || !slices.Equal(got.Names, []string{"extra.name"}) {
+	if got.Project != "p" || got.Service != "s" || got.TTL != 0 || !slices.Equal(got.Names, []string{"extra.name"}) ||
+		!slices.Equal(got.Tags, []string{"canary"}) || !got.Drained || got.Weight != 0 {
 		t.Errorf("got %+v", got)
 	}
 	wantPorts := []resolver.Port{{Port: 53, Proto: "udp"}, {Port: 80, Proto: "tcp"}, {Port: 9090, Proto: "tcp"}, {Name: "grpc", Port: 9090, Proto: "tcp"}}

@@ -66,6 +66,8 @@ func fixtureTopology() resolver.Topology {
 			Hostname: "database",
 			Health:   resolver.HealthStarting,
 			State:    resolver.StatePaused,
+			Tags:     []string{"canary"},
+			Drained:  true,
 			Endpoints: []resolver.Endpoint{{
 				NetworkID:   "net2",
 				NetworkName: "backend",
@@ -166,7 +168,7 @@ func TestRecordsJSON(t *testing.T) {
 		t.Fatalf("containers = %d, want 2", len(got.Containers))
 	}
 	web := got.Containers[0]
-	for _, key := range []string{"id", "short_id", "name", "hostname", "names", "project", "service", "state", "health", "ports", "addresses"} {
+	for _, key := range []string{"id", "short_id", "name", "hostname", "names", "project", "service", "state", "health", "tags", "weight", "drained", "ports", "addresses"} {
 		if _, ok := web[key]; !ok {
 			t.Errorf("container JSON lacks %q: %s", key, body)
 		}
@@ -187,6 +189,8 @@ func TestRecordsJSON(t *testing.T) {
 		// As the resolver answers them: lower-cased (WEB is web), by network then name.
 		{"names", strings.Join(c.Names, ","), "0123456789ab,shop-web-1,web,www,frontend"},
 		{"addresses", fmt.Sprint(len(c.Addresses)), "2"},
+		{"weight", fmt.Sprint(c.Weight, c.Drained, len(c.Tags)), "100 false 0"},
+		{"drained", fmt.Sprint(recs.Containers[1].Weight, recs.Containers[1].Drained, recs.Containers[1].Tags), "0 true [canary]"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

@@ -49,12 +49,17 @@ type ContainerRecord struct {
 	Hostname string `json:"hostname"`
 	// Names is every name the container answers to on any of its networks,
 	// lower-cased, as the resolver answers them (see Records.Names).
-	Names     []string        `json:"names"`
-	Project   string          `json:"project,omitempty"`
-	Service   string          `json:"service,omitempty"`
-	State     string          `json:"state"`
-	Health    string          `json:"health"`
-	TTL       uint32          `json:"ttl,omitempty"`
+	Names   []string `json:"names"`
+	Project string   `json:"project,omitempty"`
+	Service string   `json:"service,omitempty"`
+	State   string   `json:"state"`
+	Health  string   `json:"health"`
+	TTL     uint32   `json:"ttl,omitempty"`
+	Tags    []string `json:"tags"`
+	// Weight is how often the container comes first in answers, relative
+	// to the others under a name; 0 when drained.
+	Weight    uint16          `json:"weight"`
+	Drained   bool            `json:"drained"`
 	Ports     []PortRecord    `json:"ports"`
 	Addresses []AddressRecord `json:"addresses"`
 }
@@ -138,8 +143,17 @@ func buildContainer(c resolver.Container, namesOn func(network string) []string)
 		Health:    c.Health.String(),
 		TTL:       c.TTL,
 		Names:     []string{},
+		Tags:      append(make([]string, 0, len(c.Tags)), c.Tags...),
+		Weight:    c.Weight,
+		Drained:   c.Drained,
 		Ports:     make([]PortRecord, 0, len(c.Ports)),
 		Addresses: make([]AddressRecord, 0, len(c.Endpoints)),
+	}
+	switch {
+	case c.Drained:
+		cr.Weight = 0
+	case c.Weight == 0:
+		cr.Weight = resolver.DefaultWeight
 	}
 	for _, p := range c.Ports {
 		cr.Ports = append(cr.Ports, PortRecord{Name: p.Name, Port: p.Port, Proto: p.Proto})

@@ -235,7 +235,7 @@ func (u *updater) addrEdit(a netip.Addr) *addrEdit {
 // it registered.
 func (u *updater) remove(c *Container, ord uint64) {
 	var names []string
-	svc := serviceKey(c)
+	svcKeys := serviceKeys(nil, c)
 	for _, ep := range c.Endpoints {
 		slot := u.n.slots[strings.ToLower(ep.NetworkName)] // the table exists: c was in it
 		names = containerNames(names[:0], c, ep)
@@ -243,8 +243,8 @@ func (u *updater) remove(c *Container, ord uint64) {
 			e := u.edit(editKey{slot: slot, name: name})
 			e.drop = append(e.drop, ord)
 		}
-		if svc != "" {
-			e := u.edit(editKey{slot: slot, service: true, name: svc})
+		for _, key := range svcKeys {
+			e := u.edit(editKey{slot: slot, service: true, name: key})
 			e.drop = append(e.drop, ord)
 		}
 		for _, a := range [2]netip.Addr{ep.IPv4, ep.IPv6} {
@@ -259,7 +259,7 @@ func (u *updater) remove(c *Container, ord uint64) {
 // add registers container c with key ord, as buildSnapshot would.
 func (u *updater) add(c *Container, ord uint64) {
 	var names []string
-	svc := serviceKey(c)
+	svcKeys := serviceKeys(nil, c)
 	cl := &querier{networks: make([]int32, 0, len(c.Endpoints)), project: c.Project}
 	members := make([]member, len(c.Endpoints))
 	for j, ep := range c.Endpoints {
@@ -274,8 +274,8 @@ func (u *updater) add(c *Container, ord uint64) {
 			e := u.edit(editKey{slot: slot, name: name})
 			e.add = append(e.add, m)
 		}
-		if svc != "" {
-			e := u.edit(editKey{slot: slot, service: true, name: svc})
+		for _, key := range svcKeys {
+			e := u.edit(editKey{slot: slot, service: true, name: key})
 			e.add = append(e.add, m)
 		}
 		cl.networks = append(cl.networks, slot)

@@ -48,6 +48,12 @@ func (g *randTopo) container() Container {
 	if r.IntN(3) == 0 {
 		c.Ports = []Port{{Port: 80, Proto: "tcp"}, {Name: "http", Port: 8080, Proto: g.pick("tcp", "udp")}}
 	}
+	if r.IntN(3) == 0 {
+		c.Weight, c.Drained = uint16(r.IntN(3)*400), r.IntN(4) == 0
+	}
+	if r.IntN(4) == 0 {
+		c.Tags = []string{g.pick("canary", "v2"), g.pick("v2", "Web")}
+	}
 	for range r.IntN(4) {
 		e := Endpoint{NetworkName: g.nets[r.IntN(len(g.nets))]}
 		e.NetworkID = "id-" + strings.ToLower(e.NetworkName)
@@ -173,6 +179,12 @@ func compareSnapshots(t *testing.T, step string, got, want *snapshot, top Topolo
 	for _, c := range top.Containers {
 		names = append(names, c.Name, c.Hostname, c.ID[:12], c.Service+"."+c.Project, c.Project)
 		names = append(names, c.Names...)
+		for _, tag := range c.Tags {
+			names = append(names, tag+"."+c.Name)
+			if c.Service != "" {
+				names = append(names, tag+"."+c.Service+"."+c.Project)
+			}
+		}
 		for _, e := range c.Endpoints {
 			names = append(names, c.Name+"."+e.NetworkName, c.ID[:12]+"."+strings.ToUpper(e.NetworkName), e.NetworkName)
 			names = append(names, e.Aliases...)

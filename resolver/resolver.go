@@ -129,7 +129,7 @@ func (rs *rrset) start() int {
 	if len(rs.answer) < 2 {
 		return 0
 	}
-	return int(rs.next.Add(1)-1) % len(rs.answer)
+	return rs.first(rs.next.Add(1) - 1)
 }
 
 func minTTL(ms []*member) uint32 {

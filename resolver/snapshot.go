@@ -80,6 +80,7 @@ type member struct {
 	ep       uint32 // endpoint index: one container can sit on a network twice
 	running  bool   // StateRunning
 	eligible bool   // running and healthy or without a healthcheck
+	weight   uint16 // weightOf the container: 0 when drained
 }
 
 // rrset is everything one name means on one network.
@@ -88,6 +89,7 @@ type rrset struct {
 	// holds ineligible containers because no eligible one remained.
 	answer    []*member
 	failOpen  bool
+	sched     []uint16          // schedule of answer by weight; nil for plain rotation
 	byProject map[string]*rrset // compose project -> that project's subset
 	next      atomic.Uint32     // round-robin cursor
 	all       []*member         // every container, whatever its state, in container order
@@ -148,7 +150,7 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 		return rs
 	}
 
-	var names []string // reused for each endpoint
+	var names, svcKeys []string // reused for each endpoint and container
 	for i := range t.Containers {
 		c := &t.Containers[i]
 		ord := uint64(i+1) * ordStep
@@ -157,7 +159,7 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 		cl.project = c.Project
 		cl.networks = querierNets[:0:len(c.Endpoints)]
 		querierNets = querierNets[len(c.Endpoints):]
-		serviceKey := serviceKey(c)
+		svcKeys = serviceKeys(svcKeys[:0], c)
 		for j, ep := range c.Endpoints {
 			slot := s.slots[strings.ToLower(ep.NetworkName)]
 			nt := s.tables[slot]
@@ -177,15 +179,15 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 				nt.keyChanged(name, true, 1)
 				s.names++
 			}
-			if serviceKey != "" {
-				if rs := nt.services.base[serviceKey]; rs != nil {
+			for _, key := range svcKeys {
+				if rs := nt.services.base[key]; rs != nil {
 					rs.all = append(rs.all, m)
 				} else {
 					if nt.services.base == nil {
 						nt.services.base = make(map[string]*rrset)
 					}
-					nt.services.base[serviceKey] = &rrset{all: []*member{m}}
-					nt.keyChanged(serviceKey, false, 1)
+					nt.services.base[key] = &rrset{all: []*member{m}}
+					nt.keyChanged(key, false, 1)
 				}
 			}
 			cl.networks = append(cl.networks, slot)
@@ -247,6 +249,7 @@ func newMember(m *member, c *Container, j int, ord uint64, o Options) {
 		ttl: o.TTL, ports: c.Ports, ord: ord, ep: uint32(j),
 		running:  c.State == StateRunning,
 		eligible: c.State == StateRunning && (c.Health == HealthNone || c.Health == HealthHealthy),
+		weight:   weightOf(c),
 	}
 	if c.TTL > 0 {
 		m.ttl = c.TTL
@@ -292,7 +295,8 @@ func (s *snapshot) table(name string) int32 {
 
 // finish applies the health policy and splits the set by compose project.
 func (rs *rrset) finish(strict bool) {
-	rs.answer, rs.failOpen = pickAnswer(rs.all, strict)
+	rs.answer, rs.failOpen = pickWeighted(rs.all, strict)
+	rs.sched = schedule(rs.answer)
 	if !mixedProjects(rs.all) {
 		return // no subset would differ from the whole set
 	}
@@ -307,7 +311,8 @@ func (rs *rrset) finish(strict bool) {
 			continue // the subset is the whole set: no need to keep it twice
 		}
 		sub := &rrset{all: ms}
-		sub.answer, sub.failOpen = pickAnswer(ms, strict)
+		sub.answer, sub.failOpen = pickWeighted(ms, strict)
+		sub.sched = schedule(sub.answer)
 		if rs.byProject == nil {
 			rs.byProject = make(map[string]*rrset)
 		}
@@ -414,6 +419,7 @@ func EqualTopology(a, b Topology) bool {
 func EqualContainer(a, b *Container) bool {
 	return a.ID == b.ID && a.Name == b.Name && a.Hostname == b.Hostname && a.Project == b.Project &&
 		a.Service == b.Service && a.Health == b.Health && a.State == b.State && a.TTL == b.TTL &&
+		a.Weight == b.Weight && a.Drained == b.Drained && equalSlice(a.Tags, b.Tags) &&
 		equalSlice(a.Names, b.Names) && equalSlice(a.Ports, b.Ports) &&
 		nilness(a.Endpoints, b.Endpoints) && (sameArray(a.Endpoints, b.Endpoints) || slices.EqualFunc(a.Endpoints, b.Endpoints, equalEndpoint))
 }

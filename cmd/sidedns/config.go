@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/sidedns/sidedns/control"
 	"github.com/sidedns/sidedns/dnsserver"
 	"github.com/sidedns/sidedns/dockerwatch"
 	"github.com/sidedns/sidedns/resolver"
@@ -51,6 +52,12 @@ type config struct {
 	LogLevel       zapcore.Level
 	LogQueries     float64
 	ResyncInterval time.Duration
+	ControlSocket  string // empty disables the unix socket
+	ControlTCP     string // empty: no TCP listener
+	ControlCA      string
+	ControlCert    string
+	ControlKey     string
+	StateFile      string // empty: overrides.json beside ControlSocket
 }
 
 // usageError is a bad flag or environment value, or a setting that cannot
@@ -84,6 +91,7 @@ func flagSpecs(c *config) []flagSpec {
 		LogFormat:      "json",
 		LogLevel:       zapcore.InfoLevel,
 		ResyncInterval: dockerwatch.DefaultResyncInterval,
+		ControlSocket:  control.DefaultSocket,
 	}
 	return []flagSpec{
 		{"config", "path", "file of flag=value lines (the flags below, without dashes; # starts a comment), " +
@@ -130,6 +138,18 @@ func flagSpecs(c *config) []flagSpec {
 			false, &floatValue{dst: &c.LogQueries, min: 0, max: 1}},
 		{"resync-interval", "duration", "period of the full Docker resync that backs up the event stream",
 			false, &durationValue{dst: &c.ResyncInterval, min: time.Second}},
+		{"control-socket", "path", "unix socket of the control API (drain, weight, ls, watch), mode 0660; empty or off disables",
+			false, &stringValue{dst: &c.ControlSocket, parse: offOrPath}},
+		{"control-tcp", "ip:port", "also serve the control API on TCP, with mutual TLS (needs --control-ca, --control-cert, --control-key)",
+			false, &stringValue{dst: &c.ControlTCP, parse: checkControlTCP}},
+		{"control-ca", "path", "PEM CA certificate that control API clients on TCP must be signed by",
+			false, &stringValue{dst: &c.ControlCA, parse: nonEmpty}},
+		{"control-cert", "path", "PEM certificate of the control API on TCP",
+			false, &stringValue{dst: &c.ControlCert, parse: nonEmpty}},
+		{"control-key", "path", "PEM private key of --control-cert",
+			false, &stringValue{dst: &c.ControlKey, parse: nonEmpty}},
+		{"state-file", "path", "where drains and weights set at run time are kept across restarts. Default: overrides.json beside --control-socket",
+			false, &stringValue{dst: &c.StateFile, parse: nonEmpty}},
 	}
 }
 
@@ -182,6 +202,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 			return c, err
 		}
 	}
+	if c.ControlTCP != "" && (c.ControlCA == "" || c.ControlCert == "" || c.ControlKey == "") {
+		return c, usageErrorf("--control-tcp needs --control-ca, --control-cert and --control-key")
+	}
 	if c.CacheMinTTL > c.CacheMaxTTL {
 		return c, usageErrorf("--cache-min-ttl %s is above --cache-max-ttl %s", c.CacheMinTTL, c.CacheMaxTTL)
 	}
@@ -197,10 +220,11 @@ through a cache.
 
 Usage: sidedns [flags]
        sidedns healthcheck [URL]
-
+`+controlUsage+`
 healthcheck asks URL (default: /readyz on --http) and exits 0 on HTTP 200,
 1 otherwise; it is for container healthchecks in images without a shell.
 
+`+controlHelp+`
 Every flag has an environment twin, SIDEDNS_<FLAG> (upper case, dashes as
 underscores); the command line wins over the environment. Repeatable flags
 take the flag several times, or a comma-separated list in either place.
@@ -293,6 +317,23 @@ func checkDomain(s string) (string, error) {
 		return "", errors.New("not a domain name")
 	}
 	return s, nil
+}
+
+func offOrPath(s string) (string, error) {
+	if s == "off" {
+		return "", nil
+	}
+	return s, nil
+}
+
+// checkControlTCP takes ip:port; unlike --http, the host is required, so
+// the control API is never on every interface by accident.
+func checkControlTCP(s string) (string, error) {
+	host, _, err := net.SplitHostPort(s)
+	if err != nil || host == "" {
+		return "", errors.New("want ip:port, e.g. 10.0.0.5:8054")
+	}
+	return checkHTTP(s)
 }
 
 func checkListen(s string) (string, error) {

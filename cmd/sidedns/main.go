@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/sidedns/sidedns/control"
 	"github.com/sidedns/sidedns/dnsserver"
 	"github.com/sidedns/sidedns/dockerwatch"
 	"github.com/sidedns/sidedns/ops"
@@ -47,6 +48,9 @@ func main() {
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer, sigs <-chan os.Signal) int {
 	if len(args) > 0 && args[0] == "healthcheck" {
 		return healthcheck(args[1:], getenv, stderr)
+	}
+	if len(args) > 0 && controlCommands[args[0]] != nil {
+		return runControl(args[0], args[1:], getenv, stdout, stderr, sigs)
 	}
 	cfg, err := parseConfig(args, getenv)
 	if errors.Is(err, flag.ErrHelp) {
@@ -114,6 +118,9 @@ type app struct {
 	watchDone chan struct{}
 	stopHTTP  func(context.Context) error
 	ops       *ops.Server // nil with --http=off
+	overrides *control.Store
+	pub       *control.Publisher // publishes the watcher's topologies with the overrides
+	ctl       *control.Server
 }
 
 // start builds and starts every component. On error, what was started is
@@ -195,6 +202,9 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 	if err := a.startHTTP(cfg); err != nil {
 		return nil, err
 	}
+	if err := a.startControl(cfg); err != nil {
+		return nil, err
+	}
 	a.runWatcher()
 	log.Info("sidedns started",
 		zap.Stringers("listen", a.srv.Addrs()),
@@ -214,12 +224,8 @@ func (a *app) newWatcher(cfg config) {
 		return
 	}
 	a.docker = cli
-	publish := func(t resolver.Topology) {
-		a.res.Publish(t)
-		if a.ops != nil {
-			a.ops.Refresh() // after the publish, so the page shows the new table
-		}
-	}
+	// a.pub is set by startControl, before the watcher runs.
+	publish := func(t resolver.Topology) { a.pub.Publish(t) }
 	a.watcher = dockerwatch.New(cli, publish, a.log.Named("docker"),
 		dockerwatch.Options{ResyncInterval: cfg.ResyncInterval, OnEvent: a.notifyPage})
 }
@@ -289,6 +295,7 @@ func (a *app) reload(prev, next config) {
 	}
 	if next.TTL != prev.TTL || next.Domain != prev.Domain || next.StrictHealth != prev.StrictHealth {
 		a.res.SetOptions(resolverOptions(next, a.listen, a.log))
+		a.pub.Changed()
 		fields = append(fields, zap.Duration("ttl", next.TTL), zap.String("domain", next.Domain),
 			zap.Bool("strict_health", next.StrictHealth))
 	}
@@ -323,6 +330,9 @@ func (a *app) stop() {
 		if err := a.srv.Shutdown(ctx); err != nil {
 			a.log.Warn("drain incomplete", zap.Error(err))
 		}
+	}
+	if a.ctl != nil {
+		a.ctl.Stop()
 	}
 	if err := a.stopHTTP(ctx); err != nil {
 		a.log.Warn("stop http", zap.Error(err))
