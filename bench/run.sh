@@ -12,6 +12,8 @@
 # Env: RUNS=3 DURATION=10 CLIENTS=8 QUICK=1 (1 run of 3 s) SKIP_SIDEDNS=1 SCENARIOS="local hits cold mixed"
 #      LATENCY=1 (latency at 50% of unbound's peak) BASE_PORT=15350 SIDEDNS_ARGS="extra flags"
 #      KEEP_WORK=1 (keep the temp dir with the server logs)
+#      BASELINE=<git rev> (also measure sidedns built at that revision, as "baseline", interleaved with the
+#      rest: the before/after of a change in one sitting)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,7 +36,10 @@ STEP_TIMEOUT=$((DURATION + 60))
 AUTH_PORT=$BASE_PORT
 declare -A PORT=([sidedns]=$((BASE_PORT + 1)) [dnsmasq]=$((BASE_PORT + 2)) [unbound]=$((BASE_PORT + 3)))
 HTTP_PORT=$((BASE_PORT + 4))
+BASELINE=${BASELINE:-}
+PORT[baseline]=$((BASE_PORT + 5))
 SERVERS=(sidedns dnsmasq unbound)
+[[ -n "$BASELINE" ]] && SERVERS=(sidedns baseline dnsmasq unbound)
 [[ "$SKIP_SIDEDNS" == 1 ]] && SERVERS=(dnsmasq unbound)
 HIT_NAMES=1000
 LOCAL_NAMES=1000
@@ -125,7 +130,7 @@ wait_local() {
   for i in $(seq 150); do
     kill -0 "${PID[$name]}" 2>/dev/null || { cat "$WORK/$name.log" >&2; die "$name exited during start-up"; }
     if probe "$port" "$last" &&
-      { [[ $name != sidedns ]] || curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$HTTP_PORT/readyz"; }; then
+      { [[ $name != sidedns && $name != baseline ]] || curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$HTTP_PORT/readyz"; }; then
       return 0
     fi
     sleep 0.2
@@ -187,9 +192,9 @@ start_server() {
   fi
   port_busy "$port" && die "port $port for $name is already in use (set BASE_PORT)"
   case $name in
-    sidedns)
+    sidedns | baseline)
       # shellcheck disable=SC2086 # SIDEDNS_ARGS is a list of flags.
-      DOCKER_HOST=unix://$sock "$WORK/sidedns" \
+      DOCKER_HOST=unix://$sock "$WORK/$name" \
         --listen "127.0.0.1:$port" --upstream "127.0.0.1:$AUTH_PORT" --http "127.0.0.1:$HTTP_PORT" \
         --log-level error --cache-size 100000 --allow 127.0.0.0/8 --rate-limit 0 $SIDEDNS_ARGS \
         >"$WORK/$name.log" 2>&1 &
@@ -346,6 +351,12 @@ fi
 if [[ "$SKIP_SIDEDNS" != 1 ]]; then
   (cd "$ROOT" && go build -o "$WORK/sidedns" ./cmd/sidedns) || die "build sidedns (SKIP_SIDEDNS=1 runs only the anchors)"
 fi
+if [[ -n "$BASELINE" && "$SKIP_SIDEDNS" != 1 ]]; then
+  git -C "$ROOT" worktree add -q --detach "$WORK/baseline-src" "$BASELINE" || die "check out $BASELINE"
+  (cd "$WORK/baseline-src" && go build -o "$WORK/baseline" ./cmd/sidedns) || die "build sidedns at $BASELINE"
+  git -C "$ROOT" worktree remove --force "$WORK/baseline-src"
+  log "baseline: sidedns at $BASELINE ($(git -C "$ROOT" rev-parse --short "$BASELINE"))"
+fi
 write_unbound_conf "$WORK/unbound.conf"
 gen_hits "$WORK/hits.txt"
 
@@ -382,6 +393,7 @@ RESULT=$ROOT/bench/results/$(date +%Y%m%d-%H%M%S).txt
     echo "local: $LOCAL_NAMES bare container names (sidedns: fake daemon; dnsmasq: addn-hosts; unbound: local-data), answers checked once"
   fi
   echo "hits: $HIT_NAMES names, warmed by one pass; cold: unique names; mixed: 90% hit names, 10% unique"
+  if [[ -n "$BASELINE" ]]; then echo "baseline: sidedns built at $BASELINE ($(git -C "$ROOT" rev-parse --short "$BASELINE")), sidedns: the working tree"; fi
   echo
   printf '%-8s %-8s %10s %9s %9s %7s %7s %9s %9s\n' scenario server QPS avg_ms sd_ms lost% notok% vs_unbnd vs_dnsmq
   for sc in $SCENARIOS; do

@@ -67,14 +67,15 @@ func (m *metrics) observe(qtype uint16, rcode int, src source, start time.Time) 
 var (
 	descQueries     = prometheus.NewDesc("sidedns_queries_total", "Answered queries by type, rcode and where the answer came from.", []string{"type", "rcode", "source"}, nil)
 	descRefused     = prometheus.NewDesc("sidedns_queries_refused_total", "Queries from sources outside the allow list, answered REFUSED.", nil, nil)
-	descRateLimited = prometheus.NewDesc("sidedns_queries_rate_limited_total", "Queries over the per-source rate limit (UDP dropped, TCP REFUSED).", nil, nil)
+	descRateLimited = prometheus.NewDesc("sidedns_queries_rate_limited_total", "Queries over the per-source rate limit (UDP slipped or dropped, TCP REFUSED).", nil, nil)
+	descSlipped     = prometheus.NewDesc("sidedns_queries_slipped_total", "Rate-limited UDP queries answered with an empty TC=1 reply, so that honest clients retry over TCP.", nil, nil)
 	descMalformed   = prometheus.NewDesc("sidedns_packets_malformed_total", "Packets that were not a parsable query, dropped.", nil, nil)
 	descOverloaded  = prometheus.NewDesc("sidedns_forward_overloaded_total", "Queries answered REFUSED because too many upstream queries were outstanding.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (s *Server) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueries, descRefused, descRateLimited, descMalformed, descOverloaded} {
+	for _, d := range []*prometheus.Desc{descQueries, descRefused, descRateLimited, descSlipped, descMalformed, descOverloaded} {
 		ch <- d
 	}
 	s.metrics.duration.Describe(ch)
@@ -102,6 +103,7 @@ func (s *Server) Collect(ch chan<- prometheus.Metric) {
 	for d, v := range map[*prometheus.Desc]uint64{
 		descRefused:     s.Stats.Refused.Load(),
 		descRateLimited: s.Stats.RateLimited.Load(),
+		descSlipped:     s.Stats.Slipped.Load(),
 		descMalformed:   s.Stats.Malformed.Load(),
 		descOverloaded:  s.Stats.Overloaded.Load(),
 	} {

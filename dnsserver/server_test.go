@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/sidedns/sidedns/dnswire"
 	"github.com/sidedns/sidedns/upstream"
 )
 
@@ -25,19 +26,16 @@ type fakeLocal struct {
 	calls atomic.Int64
 }
 
-func (f *fakeLocal) Resolve(req *dns.Msg, _ netip.Addr, _ int) (*dns.Msg, bool) {
+func (f *fakeLocal) Answer(dst []byte, q *dnswire.Query, _ netip.Addr) ([]byte, bool) {
 	f.calls.Add(1)
-	ip, ok := f.names[req.Question[0].Name]
+	ip, ok := f.names[string(q.Name())+"."]
 	if !ok {
-		return nil, false
+		return dst, false
 	}
-	m := new(dns.Msg).SetReply(req)
-	m.Authoritative = true
-	m.Answer = []dns.RR{&dns.A{
-		Hdr: dns.RR_Header{Name: req.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5},
-		A:   ip.AsSlice(),
-	}}
-	return m, true
+	a := ip.As4()
+	dst = dnswire.AppendHeader(dst, q, dns.RcodeSuccess, 1, 0, 0)
+	dst = dnswire.AppendRecordHeader(dst, dns.TypeA, 5, 4)
+	return append(dst, a[:]...), true
 }
 
 func (f *fakeLocal) IsLocalSource(a netip.Addr) bool { return f.local != nil && f.local(a) }
@@ -49,19 +47,36 @@ type fakeUpstream struct {
 	tcp   atomic.Bool
 }
 
-func (f *fakeUpstream) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+func (f *fakeUpstream) Exchange(ctx context.Context, m *dns.Msg, tcp bool) (*dns.Msg, error) {
 	f.calls.Add(1)
-	f.tcp.Store(upstream.IsTCP(ctx))
+	f.tcp.Store(tcp)
 	return f.fn(ctx, m)
 }
 
-// answerA returns an upstream that answers n A records, with its own ID as a
-// real forwarder would.
+// through puts the real cache, storing nothing, in front of ex: every query
+// reaches ex, as a server without a cache would send it.
+func through(tb testing.TB, ex upstream.Exchanger) Upstream {
+	return cached(tb, ex, -1)
+}
+
+// cached puts a real cache of size entries in front of ex.
+func cached(tb testing.TB, ex upstream.Exchanger, size int) *upstream.Cache {
+	tb.Helper()
+	c, err := upstream.NewCache(ex, upstream.CacheConfig{Size: size})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+// answerA returns an upstream that answers n A records, with its own ID,
+// AA set and RA clear, as an authoritative server would.
 func answerA(n int) *fakeUpstream {
 	return &fakeUpstream{fn: func(_ context.Context, m *dns.Msg) (*dns.Msg, error) {
 		r := new(dns.Msg).SetReply(m)
 		r.Id = m.Id + 1
-		r.RecursionAvailable = true
+		r.Authoritative = true
 		for i := range n {
 			r.Answer = append(r.Answer, &dns.A{
 				Hdr: dns.RR_Header{Name: m.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
@@ -136,7 +151,7 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 
 func TestLocalAnswer(t *testing.T) {
 	up := answerA(1)
-	s, addr := startServer(t, Config{Upstream: up})
+	s, addr := startServer(t, Config{Upstream: through(t, up)})
 	for _, network := range []string{"udp", "tcp"} {
 		r := mustQuery(t, addr, network, "web.docker.", 0)
 		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "172.18.0.2" {
@@ -153,7 +168,7 @@ func TestLocalAnswer(t *testing.T) {
 
 func TestForward(t *testing.T) {
 	up := answerA(2)
-	s, addr := startServer(t, Config{Upstream: up})
+	s, addr := startServer(t, Config{Upstream: through(t, up)})
 	r := mustQuery(t, addr, "udp", "Example.Test.", 0)
 	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 2 {
 		t.Fatalf("got %v, want 2 answers", r)
@@ -175,7 +190,7 @@ func TestForward(t *testing.T) {
 func TestForwardErrors(t *testing.T) {
 	tests := []struct {
 		name    string
-		up      upstream.Exchanger
+		up      *fakeUpstream
 		want    int
 		counter func(*Stats) *atomic.Uint64
 	}{
@@ -187,7 +202,11 @@ func TestForwardErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, addr := startServer(t, Config{Upstream: tt.up})
+			cfg := Config{}
+			if tt.up != nil {
+				cfg.Upstream = through(t, tt.up)
+			}
+			s, addr := startServer(t, cfg)
 			for _, network := range []string{"udp", "tcp"} {
 				r := mustQuery(t, addr, network, "example.test.", 0)
 				if r.Rcode != tt.want {
@@ -208,10 +227,10 @@ func TestTCPClientForwardsOverTCP(t *testing.T) {
 	for _, network := range []string{"udp", "tcp"} {
 		t.Run(network, func(t *testing.T) {
 			up := answerA(1)
-			_, addr := startServer(t, Config{Upstream: up})
+			_, addr := startServer(t, Config{Upstream: through(t, up)})
 			mustQuery(t, addr, network, "example.test.", 0)
 			if got, want := up.tcp.Load(), network == "tcp"; got != want {
-				t.Errorf("upstream.IsTCP(ctx) = %v, want %v", got, want)
+				t.Errorf("forwarded over TCP: %v, want %v", got, want)
 			}
 		})
 	}
@@ -231,7 +250,7 @@ func TestForwardedReplyTruncation(t *testing.T) {
 		{"udp", 4096, 1232, true}, // capped: larger UDP replies fragment and amplify
 		{"tcp", 0, 65535, false},
 	}
-	_, addr := startServer(t, Config{Upstream: answerA(100)}) // ~1.6 KB uncompressed
+	_, addr := startServer(t, Config{Upstream: through(t, answerA(100))}) // ~1.6 KB uncompressed
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%s/edns%d", tt.network, tt.edns), func(t *testing.T) {
 			r := mustQuery(t, addr, tt.network, "big.example.test.", tt.edns)
@@ -255,7 +274,7 @@ func TestAllowList(t *testing.T) {
 	up := answerA(1)
 	s, addr := startServer(t, Config{
 		Local:    local,
-		Upstream: up,
+		Upstream: through(t, up),
 		Allow:    []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
 	})
 	for _, name := range []string{"web.docker.", "example.test."} {
@@ -312,7 +331,7 @@ func TestDefaultAllow(t *testing.T) {
 func TestRateLimit(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	s, addr := startServer(t, Config{
-		Upstream:  answerA(1),
+		Upstream:  through(t, answerA(1)),
 		RateLimit: RateLimit{QPS: 1, Burst: 2},
 		Now:       func() time.Time { return now }, // frozen: no refill during the test
 	})
@@ -334,7 +353,7 @@ func TestRateLimit(t *testing.T) {
 }
 
 func TestQuestionCount(t *testing.T) {
-	s, addr := startServer(t, Config{Upstream: answerA(1)})
+	s, addr := startServer(t, Config{Upstream: through(t, answerA(1))})
 	for _, n := range []int{0, 2} {
 		m := new(dns.Msg)
 		m.Id = dns.Id()
@@ -355,14 +374,13 @@ func TestQuestionCount(t *testing.T) {
 }
 
 func TestMalformedDropped(t *testing.T) {
-	s, addr := startServer(t, Config{Upstream: answerA(1)})
+	s, addr := startServer(t, Config{Upstream: through(t, answerA(1))})
 	conn, err := net.Dial("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	packets := [][]byte{
-		{0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x03, 'f', 'o'}, // question cut short
 		{0x12}, // shorter than a header
 		{0x12, 0x34, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0}, // a response, not a query
 	}
@@ -416,7 +434,7 @@ func TestShutdownDrains(t *testing.T) {
 		<-release
 		return inner(ctx, m)
 	}
-	s, addr := startServer(t, Config{Upstream: up})
+	s, addr := startServer(t, Config{Upstream: through(t, up)})
 
 	type result struct {
 		r   *dns.Msg
@@ -456,7 +474,7 @@ func TestShutdownDeadlineCancelsForwards(t *testing.T) {
 		close(cancelled)
 		return nil, ctx.Err()
 	}}
-	s, addr := startServer(t, Config{Upstream: up, ForwardTimeout: time.Minute})
+	s, addr := startServer(t, Config{Upstream: through(t, up), ForwardTimeout: time.Minute})
 	go query(t, addr, "udp", "stuck.test.", 0)
 	waitFor(t, "forward started", func() bool { return up.calls.Load() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -468,8 +486,8 @@ func TestShutdownDeadlineCancelsForwards(t *testing.T) {
 }
 
 func TestSetUpstream(t *testing.T) {
-	s, addr := startServer(t, Config{Upstream: failing(upstream.ErrAllFailed)})
-	s.SetUpstream(answerA(3))
+	s, addr := startServer(t, Config{Upstream: through(t, failing(upstream.ErrAllFailed))})
+	s.SetUpstream(through(t, answerA(3)))
 	if r := mustQuery(t, addr, "udp", "example.test.", 0); len(r.Answer) != 3 {
 		t.Errorf("after SetUpstream: %d answers, want 3 from the new upstream", len(r.Answer))
 	}
@@ -477,7 +495,7 @@ func TestSetUpstream(t *testing.T) {
 
 func TestQueryLog(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
-	_, addr := startServer(t, Config{Upstream: answerA(1), Logger: zap.New(core), LogQueries: 1})
+	_, addr := startServer(t, Config{Upstream: through(t, answerA(1)), Logger: zap.New(core), LogQueries: 1})
 	mustQuery(t, addr, "udp", "web.docker.", 0)
 	mustQuery(t, addr, "tcp", "example.test.", 0)
 	q := logs.FilterMessage("query").All()
@@ -499,10 +517,10 @@ func TestQueryLog(t *testing.T) {
 
 type panicLocal struct{ fakeLocal }
 
-func (*panicLocal) Resolve(*dns.Msg, netip.Addr, int) (*dns.Msg, bool) { panic("bug") }
+func (*panicLocal) Answer([]byte, *dnswire.Query, netip.Addr) ([]byte, bool) { panic("bug") }
 
 func TestHandlerPanicIsServFail(t *testing.T) {
-	s, addr := startServer(t, Config{Local: &panicLocal{}, Upstream: answerA(1)})
+	s, addr := startServer(t, Config{Local: &panicLocal{}, Upstream: through(t, answerA(1))})
 	if r := mustQuery(t, addr, "udp", "web.docker.", 0); r.Rcode != dns.RcodeServerFailure {
 		t.Errorf("rcode %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
 	}
@@ -517,7 +535,7 @@ func TestListenIPv6(t *testing.T) {
 		t.Skip("no IPv6 loopback here")
 	}
 	ln.Close()
-	_, addr := startServer(t, Config{Listen: []string{"[::1]:0"}, Upstream: answerA(1)})
+	_, addr := startServer(t, Config{Listen: []string{"[::1]:0"}, Upstream: through(t, answerA(1))})
 	if r := mustQuery(t, addr, "udp", "web.docker.", 0); r.Rcode != dns.RcodeSuccess {
 		t.Errorf("rcode %s from ::1 with the default allow list", dns.RcodeToString[r.Rcode])
 	}

@@ -12,8 +12,6 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
-
-	"github.com/sidedns/sidedns/dnswire"
 )
 
 // udpBatch is how many datagrams one recvmmsg or sendmmsg call moves. Under
@@ -95,7 +93,7 @@ func (s *Server) serveUDPBatch(conn *net.UDPConn) {
 		return sent >= b.nOut
 	}
 
-	var q dnswire.Query
+	var r request
 	for {
 		if err := rc.Read(recv); err != nil {
 			if s.stopping.Load() || errors.Is(err, net.ErrClosed) {
@@ -115,7 +113,7 @@ func (s *Server) serveUDPBatch(conn *net.UDPConn) {
 				continue
 			}
 			pkt := b.inBuf[i][:b.in[i].len]
-			reply, ok := s.handleUDP(conn, pkt, from, b.outBuf[b.nOut][:0], &q)
+			reply, ok := s.handleUDP(conn, pkt, from, b.outBuf[b.nOut][:0], &r)
 			if !ok {
 				continue
 			}

@@ -34,27 +34,6 @@ type Problem struct {
 	Err         error
 }
 
-// Build turns inspect results into a Topology. It does no I/O: problems come
-// back as values for the caller to log. Containers labelled
-// sidedns.enable=false are left out; the input is not modified. Containers are
-// sorted by name and networks by name, so equal inputs give equal outputs.
-func Build(containers []container.InspectResponse, networks []network.Summary) (resolver.Topology, []Problem) {
-	var topo resolver.Topology
-	nets, internal, problems := buildNetworks(networks)
-	topo.Networks = nets
-	for i := range containers {
-		c, ok, ps := buildContainer(&containers[i])
-		problems = append(problems, ps...)
-		if !ok {
-			continue
-		}
-		SortEndpoints(c.Endpoints, func(id string) bool { return internal[id] })
-		topo.Containers = append(topo.Containers, c)
-	}
-	slices.SortFunc(topo.Containers, func(a, b resolver.Container) int { return compareContainers(&a, &b) })
-	return topo, problems
-}
-
 // compareContainers is the topology's container order: by name, then ID.
 func compareContainers(a, b *resolver.Container) int {
 	return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
@@ -122,6 +101,7 @@ func buildContainer(in *container.InspectResponse) (c resolver.Container, ok boo
 	}
 	c.TTL = lc.TTL
 	c.Names = lc.Names
+	c.Tags, c.Weight, c.Drained = lc.Tags, lc.Weight, lc.Drained
 	c.Ports = append(c.Ports, lc.Ports...)
 	slices.SortFunc(c.Ports, func(a, b resolver.Port) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto))

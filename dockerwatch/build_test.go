@@ -60,7 +60,7 @@ const (
 
 func TestBuildFixtures(t *testing.T) {
 	cs, nets := loadFixtures(t)
-	topo, problems := Build(cs, nets)
+	topo, problems := buildTopology(cs, nets)
 
 	byName := map[string]resolver.Container{}
 	for _, c := range topo.Containers {
@@ -210,21 +210,21 @@ func TestBuildFixtures(t *testing.T) {
 	}
 }
 
-// Build must give the same result whatever the input order (the watcher
+// buildTopology must give the same result whatever the input order (the watcher
 // feeds it from a map) and must not modify its input.
 func TestBuildDeterministic(t *testing.T) {
 	cs, nets := loadFixtures(t)
-	want, _ := Build(cs, nets)
+	want, _ := buildTopology(cs, nets)
 	before, _ := json.Marshal(cs)
 	slices.Reverse(cs)
 	slices.Reverse(nets)
-	got, _ := Build(cs, nets)
+	got, _ := buildTopology(cs, nets)
 	if !reflect.DeepEqual(got, want) {
-		t.Error("Build depends on input order")
+		t.Error("buildTopology depends on input order")
 	}
 	slices.Reverse(cs)
 	if after, _ := json.Marshal(cs); string(after) != string(before) {
-		t.Error("Build modified its input")
+		t.Error("buildTopology modified its input")
 	}
 }
 
@@ -284,7 +284,7 @@ func TestBuildStateAndHealth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			topo, _ := Build([]container.InspectResponse{ctr("c1", "c1", tt.opts...)}, nil)
+			topo, _ := buildTopology([]container.InspectResponse{ctr("c1", "c1", tt.opts...)}, nil)
 			if len(topo.Containers) != 1 {
 				t.Fatalf("got %d containers", len(topo.Containers))
 			}
@@ -315,7 +315,7 @@ func TestBuildEndpoints(t *testing.T) {
 		withEndpoint("nil", "n-nil", network.EndpointSettings{}),
 		func(c *container.InspectResponse) { c.NetworkSettings.Networks["nil"] = nil },
 	)
-	topo, problems := Build([]container.InspectResponse{c}, nets)
+	topo, problems := buildTopology([]container.InspectResponse{c}, nets)
 	got := topo.Containers[0].Endpoints
 	want := []resolver.Endpoint{
 		{NetworkID: "n-b", NetworkName: "bbb", IPv6: netip.MustParseAddr("2001:db8::5")},
@@ -358,6 +358,8 @@ func TestBuildLabelsAndPorts(t *testing.T) {
 		withLabel("sidedns.names", "Extra.Name,bad..name"),
 		withLabel("sidedns.ttl", "nope"),
 		withLabel("sidedns.srv.grpc", "9090/tcp"),
+		withLabel("sidedns.tags", "Canary"),
+		withLabel("sidedns.weight", "0"),
 		withLabel(LabelComposeProject, "p"),
 		withLabel(LabelComposeService, "s"),
 		func(c *container.InspectResponse) {
@@ -365,12 +367,13 @@ func TestBuildLabelsAndPorts(t *testing.T) {
 		},
 	)
 	hidden := ctr("c2", "secret", withLabel("sidedns.enable", "false"), withLabel("sidedns.ttl", "-5"))
-	topo, problems := Build([]container.InspectResponse{c, hidden}, nil)
+	topo, problems := buildTopology([]container.InspectResponse{c, hidden}, nil)
 	if len(topo.Containers) != 1 || topo.Containers[0].Name != "app" {
 		t.Fatalf("containers = %+v, want only app", topo.Containers)
 	}
 	got := topo.Containers[0]
-	if got.Project != "p" || got.Service != "s" || got.TTL != 0 || !slices.Equal(got.Names, []string{"extra.name"}) {
+	if got.Project != "p" || got.Service != "s" || got.TTL != 0 || !slices.Equal(got.Names, []string{"extra.name"}) ||
+		!slices.Equal(got.Tags, []string{"canary"}) || !got.Drained || got.Weight != 0 {
 		t.Errorf("got %+v", got)
 	}
 	wantPorts := []resolver.Port{{Port: 53, Proto: "udp"}, {Port: 80, Proto: "tcp"}, {Port: 9090, Proto: "tcp"}, {Name: "grpc", Port: 9090, Proto: "tcp"}}
@@ -394,4 +397,25 @@ func TestBuildLabelsAndPorts(t *testing.T) {
 	if strings.Contains(problems[0].Err.Error(), "%!") {
 		t.Errorf("bad error formatting: %v", problems[0].Err)
 	}
+}
+
+// buildTopology turns inspect results into a Topology in one go: the
+// reference the watcher's incremental table must match. Containers labelled
+// sidedns.enable=false are left out; the input is not modified. Containers
+// and networks are sorted by name, so equal inputs give equal outputs.
+func buildTopology(containers []container.InspectResponse, networks []network.Summary) (resolver.Topology, []Problem) {
+	var topo resolver.Topology
+	nets, internal, problems := buildNetworks(networks)
+	topo.Networks = nets
+	for i := range containers {
+		c, ok, ps := buildContainer(&containers[i])
+		problems = append(problems, ps...)
+		if !ok {
+			continue
+		}
+		SortEndpoints(c.Endpoints, func(id string) bool { return internal[id] })
+		topo.Containers = append(topo.Containers, c)
+	}
+	slices.SortFunc(topo.Containers, func(a, b resolver.Container) int { return compareContainers(&a, &b) })
+	return topo, problems
 }

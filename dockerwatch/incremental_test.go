@@ -14,7 +14,7 @@ import (
 
 // The watcher patches the last topology per event instead of rebuilding it;
 // after every batch of a random event sequence the table it published must
-// be exactly what Build gives for the daemon's state.
+// be exactly what buildTopology gives for the daemon's state.
 func TestWatcherIncrementalMatchesBuild(t *testing.T) {
 	for seed := range uint64(20) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) { checkIncremental(t, seed) })
@@ -66,7 +66,7 @@ func checkIncremental(t *testing.T, seed uint64) {
 				cs = append(cs, c)
 			}
 		}
-		want, _ := Build(cs, f.networks)
+		want, _ := buildTopology(cs, f.networks)
 		if !reflect.DeepEqual(w.last, want) {
 			t.Fatalf("step %d: published\n%+v\nwant\n%+v", step, w.last, want)
 		}

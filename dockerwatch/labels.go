@@ -10,25 +10,29 @@ import (
 	"github.com/sidedns/sidedns/resolver"
 )
 
-// Container labels sidedns reads (DESIGN 2.2).
+// Container labels sidedns reads; README.md lists them with examples.
 const (
 	LabelEnable    = "sidedns.enable"
 	LabelNames     = "sidedns.names"
 	LabelTTL       = "sidedns.ttl"
 	LabelSRVPrefix = "sidedns.srv."
+	LabelTags      = "sidedns.tags"
+	LabelWeight    = "sidedns.weight"
 
 	labelPrefix = "sidedns."
 	maxTTL      = 86400 // a day: longer TTLs would outlive any container change
+	maxWeight   = 1000  // ten times the default: enough for a 1% canary
 )
 
 // Sentinel errors inside a LabelError, for errors.Is.
 var (
-	ErrUnknownLabel = errors.New("unknown sidedns label")
-	ErrInvalidName  = errors.New("invalid DNS name")
-	ErrInvalidBool  = errors.New("not a boolean")
-	ErrInvalidTTL   = errors.New("ttl not an integer in 0..86400")
-	ErrInvalidPort  = errors.New("want <port>/<proto> with port 1-65535 and proto tcp or udp")
-	ErrDuplicate    = errors.New("duplicate")
+	ErrUnknownLabel  = errors.New("unknown sidedns label")
+	ErrInvalidName   = errors.New("invalid DNS name")
+	ErrInvalidBool   = errors.New("not a boolean")
+	ErrInvalidTTL    = errors.New("ttl not an integer in 0..86400")
+	ErrInvalidPort   = errors.New("want <port>/<proto> with port 1-65535 and proto tcp or udp")
+	ErrDuplicate     = errors.New("duplicate")
+	ErrInvalidWeight = errors.New("weight not an integer in 0..1000")
 )
 
 // LabelError is one malformed sidedns label. The label is ignored; the rest
@@ -51,6 +55,11 @@ type LabelConfig struct {
 	Names  []string        // sidedns.names, lower-cased, deduplicated, in label order
 	Ports  []resolver.Port // sidedns.srv.<name>, sorted by name
 	TTL    uint32          // sidedns.ttl; 0 means the configured default
+	Tags   []string        // sidedns.tags, lower-cased, deduplicated, in label order
+	// Weight is sidedns.weight; 0 means the default. sidedns.weight=0
+	// sets Drained instead.
+	Weight  uint16
+	Drained bool
 }
 
 // ParseLabels reads the sidedns.* labels of a container. Every malformed label
@@ -108,6 +117,30 @@ func ParseLabels(labels map[string]string) (LabelConfig, []error) {
 				continue
 			}
 			cfg.TTL = uint32(ttl)
+		case key == LabelTags:
+			seen := map[string]bool{}
+			for _, tag := range strings.Split(val, ",") {
+				tag = strings.ToLower(strings.TrimSpace(tag))
+				if tag == "" {
+					continue
+				}
+				// One DNS label: the tag is the first label of a name.
+				if err := validLabel(tag); err != nil {
+					bad(key, tag, err)
+					continue
+				}
+				if !seen[tag] {
+					seen[tag] = true
+					cfg.Tags = append(cfg.Tags, tag)
+				}
+			}
+		case key == LabelWeight:
+			w, err := strconv.ParseUint(strings.TrimSpace(val), 10, 16)
+			if err != nil || w > maxWeight {
+				bad(key, val, ErrInvalidWeight)
+				continue
+			}
+			cfg.Weight, cfg.Drained = uint16(w), w == 0
 		case strings.HasPrefix(key, LabelSRVPrefix):
 			name := strings.ToLower(strings.TrimPrefix(key, LabelSRVPrefix))
 			if err := validLabel(name); err != nil {

@@ -111,6 +111,24 @@ func TestParseLabels(t *testing.T) {
 			want:   LabelConfig{Ports: []resolver.Port{{Name: "http", Port: 80, Proto: "tcp"}}},
 			errs:   []error{ErrDuplicate},
 		},
+		{
+			name:   "tags",
+			labels: map[string]string{"sidedns.tags": " Canary, v2,,canary"},
+			want:   LabelConfig{Tags: []string{"canary", "v2"}},
+		},
+		{
+			name:   "tags with dots or bad characters are skipped",
+			labels: map[string]string{"sidedns.tags": "a.b,ok,-x,sp ace"},
+			want:   LabelConfig{Tags: []string{"ok"}},
+			errs:   []error{ErrInvalidName, ErrInvalidName, ErrInvalidName},
+		},
+		{name: "weight", labels: map[string]string{"sidedns.weight": "800"}, want: LabelConfig{Weight: 800}},
+		{name: "weight max", labels: map[string]string{"sidedns.weight": " 1000 "}, want: LabelConfig{Weight: 1000}},
+		{name: "weight zero drains", labels: map[string]string{"sidedns.weight": "0"}, want: LabelConfig{Drained: true}},
+		{name: "weight too big", labels: map[string]string{"sidedns.weight": "1001"}, errs: []error{ErrInvalidWeight}},
+		{name: "weight negative", labels: map[string]string{"sidedns.weight": "-5"}, errs: []error{ErrInvalidWeight}},
+		{name: "weight fraction", labels: map[string]string{"sidedns.weight": "1.5"}, errs: []error{ErrInvalidWeight}},
+		{name: "weight overflow", labels: map[string]string{"sidedns.weight": "65637"}, errs: []error{ErrInvalidWeight}},
 		{name: "unknown sidedns label", labels: map[string]string{"sidedns.nmes": "a"}, errs: []error{ErrUnknownLabel}},
 		{
 			name: "one bad label does not spoil the others",
@@ -182,6 +200,8 @@ func FuzzParseLabels(f *testing.F) {
 			LabelEnable:              enable,
 			LabelNames:               names,
 			LabelTTL:                 ttl,
+			LabelTags:                names, // same grammar, one label each
+			LabelWeight:              ttl,
 			LabelSRVPrefix + srvName: srvVal,
 			"sidedns." + srvName:     srvVal, // mostly unknown labels
 		}
@@ -197,6 +217,14 @@ func FuzzParseLabels(f *testing.F) {
 		}
 		if cfg.TTL > maxTTL {
 			t.Fatalf("TTL %d above the maximum", cfg.TTL)
+		}
+		if cfg.Weight > maxWeight || cfg.Drained && cfg.Weight != 0 {
+			t.Fatalf("weight %d, drained %v", cfg.Weight, cfg.Drained)
+		}
+		for _, tag := range cfg.Tags {
+			if validLabel(tag) != nil || tag != strings.ToLower(tag) {
+				t.Fatalf("tag %q accepted", tag)
+			}
 		}
 		seen := map[string]bool{}
 		for _, n := range cfg.Names {

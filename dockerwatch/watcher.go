@@ -23,7 +23,7 @@ import (
 // Options configure a Watcher. The zero value of a field means its default.
 type Options struct {
 	// ResyncInterval is the period of the full list-and-inspect safety net;
-	// default 5m. Events keep the table current in between.
+	// default DefaultResyncInterval. Events keep the table current in between.
 	ResyncInterval time.Duration
 	// MinBackoff and MaxBackoff bound the reconnect delay, which doubles
 	// after each failure; defaults 100ms and 30s.
@@ -57,8 +57,11 @@ func toEvent(m events.Message) Event {
 	return Event{Time: time.Unix(0, m.TimeNano), Kind: kind, Action: string(m.Action), Name: name}
 }
 
+// DefaultResyncInterval is the period of the full resync unless
+// Options.ResyncInterval says otherwise.
+const DefaultResyncInterval = 5 * time.Minute
+
 const (
-	defaultResync      = 5 * time.Minute
 	defaultMinBackoff  = 100 * time.Millisecond
 	defaultMaxBackoff  = 30 * time.Second
 	defaultCallTimeout = 10 * time.Second
@@ -112,7 +115,7 @@ type Watcher struct {
 // changed topology. publish must not modify the topology.
 func New(cli Client, publish func(resolver.Topology), log *zap.Logger, opts Options) *Watcher {
 	if opts.ResyncInterval <= 0 {
-		opts.ResyncInterval = defaultResync
+		opts.ResyncInterval = DefaultResyncInterval
 	}
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = defaultMinBackoff
@@ -595,7 +598,7 @@ func (w *Watcher) publishChanges(changes []change) {
 		}
 	}
 	if len(cs) == 0 {
-		cs = nil // as Build leaves it
+		cs = nil // as a full build leaves it (buildTopology in the tests)
 	}
 	w.send(resolver.Topology{Networks: w.networks, Containers: cs})
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -58,7 +59,7 @@ func newFake(cs ...container.InspectResponse) *fakeDocker {
 	return f
 }
 
-var errDown = errors.New("Cannot connect to the Docker daemon at unix:///var/run/docker.sock")
+var errDown = errors.New("cannot connect to the Docker daemon at unix:///var/run/docker.sock")
 
 func (f *fakeDocker) record(call string) bool {
 	f.mu.Lock()
@@ -463,24 +464,29 @@ func TestWatcherRetriesUnreachableDaemon(t *testing.T) {
 }
 
 func TestWatcherPeriodicResync(t *testing.T) {
-	f := newFake()
-	w, rec := startWatcher(t, f, zap.NewNop(), Options{ResyncInterval: 5 * time.Millisecond})
-	f.nextSub(t)
-	rec.waitFor(t, "the first sync", func(resolver.Topology) bool { return true })
-	// No event for this one: only the periodic resync can find it.
-	f.set(ctr("id-a", "a", endpointOn("10.1.0.2")))
-	rec.waitFor(t, "a found by a periodic resync", has("a"))
-	if w.Stats.Resyncs.Load() < 2 {
-		t.Errorf("Resyncs = %d", w.Stats.Resyncs.Load())
-	}
-	// Unchanged resyncs publish nothing new.
-	n := rec.count()
-	for w.Stats.Resyncs.Load() < 6 {
-		time.Sleep(time.Millisecond)
-	}
-	if rec.count() != n {
-		t.Errorf("unchanged resyncs published %d times", rec.count()-n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake()
+		w, rec := startWatcher(t, f, zap.NewNop(), Options{ResyncInterval: 5 * time.Millisecond})
+		f.nextSub(t)
+		rec.waitFor(t, "the first sync", func(resolver.Topology) bool { return true })
+		// No event for this one: only the periodic resync can find it.
+		f.set(ctr("id-a", "a", endpointOn("10.1.0.2")))
+		rec.waitFor(t, "a found by a periodic resync", has("a"))
+		if w.Stats.Resyncs.Load() < 2 {
+			t.Errorf("Resyncs = %d", w.Stats.Resyncs.Load())
+		}
+		// Unchanged resyncs publish nothing new. The bubble's clock moves
+		// four intervals at once; Wait lets the watcher finish each resync.
+		n, r0 := rec.count(), w.Stats.Resyncs.Load()
+		time.Sleep(4 * 5 * time.Millisecond)
+		synctest.Wait()
+		if r := w.Stats.Resyncs.Load() - r0; r < 4 {
+			t.Fatalf("%d resyncs in four intervals, want at least 4", r)
+		}
+		if rec.count() != n {
+			t.Errorf("unchanged resyncs published %d times", rec.count()-n)
+		}
+	})
 }
 
 func TestWatcherLogsLabelProblemOnce(t *testing.T) {

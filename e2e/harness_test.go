@@ -761,6 +761,9 @@ func launchSidedns(t testing.TB, upstream *FakeDNS, dockerHost, startedPath stri
 		"--http", s.HTTPAddr,
 		"--upstream", upstream.Addr,
 		"--log-format", "json", // parsed by QueryLog
+		// Parallel runs must not share the default socket and state file; a
+		// test that needs the control API passes its own (the later flag wins).
+		"--control-socket", "off",
 	}
 	args = append(args, extra...)
 	cmd := exec.Command(bin, args...)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -41,7 +42,12 @@ func TestWithoutDocker(t *testing.T) {
 	if n := strings.Count(sd.Log(), "/nonexistent/docker.sock"); n != 1 {
 		t.Errorf("log names the unreachable daemon %d times, want once:\n%s", n, sd.Log())
 	}
-	if readyz(sd.HTTPAddr) {
-		t.Logf("note: /readyz is 200 without a Docker sync")
+	// DESIGN 4: ready only after the first Docker sync, which never comes;
+	// alive all the same.
+	if got := httpStatus(sd.HTTPAddr, "/readyz"); got != http.StatusServiceUnavailable {
+		t.Errorf("/readyz without a Docker sync = %d, want %d", got, http.StatusServiceUnavailable)
+	}
+	if got := httpStatus(sd.HTTPAddr, "/healthz"); got != http.StatusOK {
+		t.Errorf("/healthz without Docker = %d, want %d", got, http.StatusOK)
 	}
 }

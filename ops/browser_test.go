@@ -3,6 +3,7 @@ package ops_test
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -14,10 +15,9 @@ import (
 // TestPageUpdatesLive opens the page in headless Chromium and checks that a
 // container appears, changes health and disappears without a reload.
 func TestPageUpdatesLive(t *testing.T) {
-	topo := &mutableTopology{}
-	topo.set(fixtureTopology())
+	topo := newTable(fixtureTopology())
 	s, base := startServer(t, ops.Config{
-		Topology: topo.get,
+		Records: topo.Records,
 		Extra: func() map[string]any {
 			return map[string]any{
 				"cache": map[string]any{"entries": 1234, "hits_total": 56789, "misses_total": 321, "evictions_total": 0},
@@ -66,7 +66,7 @@ func TestPageUpdatesLive(t *testing.T) {
 			IPv4: netip.MustParseAddr("172.20.0.9"),
 		}},
 	})
-	topo.set(added)
+	topo.Publish(added)
 	s.Notify(ops.Event{Kind: ops.KindContainer, Action: "start", Name: newName})
 
 	must(opstest.WaitText(ctx, sel, "172.20.0.9"))
@@ -82,8 +82,10 @@ func TestPageUpdatesLive(t *testing.T) {
 	}
 	opstest.Screenshot(t, ctx, "ops-page")
 
+	// A published topology is the resolver's: change a copy.
+	added.Containers = slices.Clone(added.Containers)
 	added.Containers[len(added.Containers)-1].Health = resolver.HealthUnhealthy
-	topo.set(added)
+	topo.Publish(added)
 	s.Notify(ops.Event{Kind: ops.KindHealth, Action: "health_status: unhealthy", Name: newName})
 	must(opstest.WaitText(ctx, sel+" .health", "unhealthy"))
 	must(opstest.WaitText(ctx, sel, "left out of answers"))
@@ -95,7 +97,7 @@ func TestPageUpdatesLive(t *testing.T) {
 		t.Errorf("healthy and unhealthy badges share the colour %s", healthyBg)
 	}
 
-	topo.set(fixtureTopology())
+	topo.Publish(fixtureTopology())
 	s.Notify(ops.Event{Kind: ops.KindContainer, Action: "die", Name: newName})
 	must(opstest.WaitNoText(ctx, "#networks", newName))
 	must(opstest.WaitText(ctx, "#networks", "shop-web-1"))

@@ -28,7 +28,7 @@ func TestHostGuardOverHTTP(t *testing.T) {
 	for host, want := range map[string]int{"127.0.0.1": 200, "attacker.example": 421} {
 		req := httptest.NewRequest("GET", "http://"+host+"/healthz", nil)
 		rec := httptest.NewRecorder()
-		s.Handler().ServeHTTP(rec, req)
+		s.handler.ServeHTTP(rec, req)
 		if rec.Code != want {
 			t.Errorf("Host %s: status %d, want %d", host, rec.Code, want)
 		}

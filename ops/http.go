@@ -87,7 +87,7 @@ func writeText(w http.ResponseWriter, code int, body string) {
 }
 
 func (s *Server) handleRecords(w http.ResponseWriter, r *http.Request) {
-	recs := BuildRecords(s.topology())
+	recs := s.records()
 	if s.cfg.Cluster != nil {
 		recs.Cluster = s.cfg.Cluster()
 	}

@@ -63,8 +63,9 @@ type Event struct {
 type Config struct {
 	// Addr is the TCP address to listen on, e.g. "127.0.0.1:8053".
 	Addr string
-	// Topology returns the current table. Nil means an empty table.
-	Topology func() resolver.Topology
+	// Records returns the current table and the names the resolver answers
+	// from it (resolver.Resolver.Records). Nil means an empty table.
+	Records func() (resolver.Topology, []resolver.Record)
 	// Ready reports whether the first Docker sync has happened. Nil means
 	// always ready.
 	Ready func() bool
@@ -149,9 +150,6 @@ func New(cfg Config) *Server {
 	return s
 }
 
-// Handler returns the server's routes, for tests and for mounting elsewhere.
-func (s *Server) Handler() http.Handler { return s.handler }
-
 // Start binds cfg.Addr and serves in the background. A port that cannot be
 // bound is returned as an error that names the address.
 func (s *Server) Start() error {
@@ -184,17 +182,6 @@ func (s *Server) Start() error {
 	}()
 	s.log.Info("ops http listening", zap.String("addr", ln.Addr().String()))
 	return nil
-}
-
-// Addr returns the bound address after Start (useful with port 0), else the
-// configured one.
-func (s *Server) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln != nil {
-		return s.ln.Addr().String()
-	}
-	return s.cfg.Addr
 }
 
 // Shutdown ends SSE streams, stops the pusher, and gracefully stops the HTTP
@@ -259,11 +246,11 @@ func (s *Server) Events() []Event {
 	return out
 }
 
-func (s *Server) topology() resolver.Topology {
-	if s.cfg.Topology == nil {
-		return resolver.Topology{}
+func (s *Server) records() Records {
+	if s.cfg.Records == nil {
+		return BuildRecords(resolver.Topology{}, nil)
 	}
-	return s.cfg.Topology()
+	return BuildRecords(s.cfg.Records())
 }
 
 func (s *Server) ready() bool {
@@ -273,7 +260,7 @@ func (s *Server) ready() bool {
 // update builds and encodes the SSE payload.
 func (s *Server) update() []byte {
 	u := Update{
-		Records: BuildRecords(s.topology()),
+		Records: s.records(),
 		Ready:   s.ready(),
 		Events:  s.Events(),
 		Extra:   map[string]any{},

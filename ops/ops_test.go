@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,6 +66,8 @@ func fixtureTopology() resolver.Topology {
 			Hostname: "database",
 			Health:   resolver.HealthStarting,
 			State:    resolver.StatePaused,
+			Tags:     []string{"canary"},
+			Drained:  true,
 			Endpoints: []resolver.Endpoint{{
 				NetworkID:   "net2",
 				NetworkName: "backend",
@@ -138,7 +139,7 @@ func TestReadyzFollowsReady(t *testing.T) {
 }
 
 func TestRecordsJSON(t *testing.T) {
-	_, base := startServer(t, ops.Config{Topology: fixtureTopology})
+	_, base := startServer(t, ops.Config{Records: newTable(fixtureTopology()).Records})
 	code, hdr, body := get(t, base+"/api/v1/records")
 	if code != http.StatusOK {
 		t.Fatalf("records = %d", code)
@@ -167,7 +168,7 @@ func TestRecordsJSON(t *testing.T) {
 		t.Fatalf("containers = %d, want 2", len(got.Containers))
 	}
 	web := got.Containers[0]
-	for _, key := range []string{"id", "short_id", "name", "hostname", "names", "project", "service", "state", "health", "ports", "addresses"} {
+	for _, key := range []string{"id", "short_id", "name", "hostname", "names", "project", "service", "state", "health", "tags", "weight", "drained", "ports", "addresses"} {
 		if _, ok := web[key]; !ok {
 			t.Errorf("container JSON lacks %q: %s", key, body)
 		}
@@ -185,8 +186,11 @@ func TestRecordsJSON(t *testing.T) {
 		{"state", c.State, "running"},
 		{"health", c.Health, "healthy"},
 		// Name, aliases (WEB is a case-duplicate of web), short ID (= hostname), extra names.
-		{"names", strings.Join(c.Names, ","), "shop-web-1,web,0123456789ab,www,frontend"},
+		// As the resolver answers them: lower-cased (WEB is web), by network then name.
+		{"names", strings.Join(c.Names, ","), "0123456789ab,shop-web-1,web,www,frontend"},
 		{"addresses", fmt.Sprint(len(c.Addresses)), "2"},
+		{"weight", fmt.Sprint(c.Weight, c.Drained, len(c.Tags)), "100 false 0"},
+		{"drained", fmt.Sprint(recs.Containers[1].Weight, recs.Containers[1].Drained, recs.Containers[1].Tags), "0 true [canary]"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
@@ -196,12 +200,27 @@ func TestRecordsJSON(t *testing.T) {
 	if len(c.Addresses) == 2 {
 		a, b := c.Addresses[0], c.Addresses[1]
 		if a.Network != "shop_default" || a.IPv4 != "172.20.0.2" || a.IPv6 != "fd00:20::2" ||
-			strings.Join(a.Names, ",") != "shop-web-1,web,0123456789ab,www" {
+			strings.Join(a.Names, ",") != "0123456789ab,shop-web-1,web,www" {
 			t.Errorf("address 0 = %+v", a)
 		}
 		if b.Network != "backend" || b.IPv4 != "172.21.0.2" || b.IPv6 != "" ||
-			strings.Join(b.Names, ",") != "shop-web-1,frontend,0123456789ab,www" {
+			strings.Join(b.Names, ",") != "0123456789ab,frontend,shop-web-1,www" {
 			t.Errorf("address 1 = %+v", b)
+		}
+	}
+	// The names the resolver answers, with what the host gets for them.
+	listed := map[string]string{}
+	for _, n := range recs.Names {
+		listed[n.Network+" "+n.Name] = fmt.Sprint(n.Zone, n.Addresses, len(n.Containers))
+	}
+	for key, want := range map[string]string{
+		"shop_default web":             "false [172.20.0.2 fd00:20::2] 1",
+		"backend frontend":             "false [172.21.0.2] 1",
+		"backend database":             "false [] 1", // paused: listed, not answered
+		"shop_default web.shop.docker": "true [172.20.0.2 fd00:20::2] 1",
+	} {
+		if listed[key] != want {
+			t.Errorf("names[%s] = %q, want %q", key, listed[key], want)
 		}
 	}
 	if !strings.Contains(body, `"state":"paused"`) || !strings.Contains(body, `"health":"starting"`) {
@@ -210,9 +229,9 @@ func TestRecordsJSON(t *testing.T) {
 }
 
 func TestRecordsEmptyTopology(t *testing.T) {
-	_, base := startServer(t, ops.Config{}) // nil Topology
+	_, base := startServer(t, ops.Config{}) // nil Records
 	_, _, body := get(t, base+"/api/v1/records")
-	if strings.TrimSpace(body) != `{"networks":[],"containers":[]}` {
+	if strings.TrimSpace(body) != `{"networks":[],"containers":[],"names":[]}` {
 		t.Fatalf("empty records = %s, want empty lists (never null)", body)
 	}
 }
@@ -379,29 +398,18 @@ func (s *sseReader) next(timeout time.Duration) (ops.Update, bool) {
 	}
 }
 
-// mutableTopology is a fake table that tests change under the server.
-type mutableTopology struct {
-	mu sync.Mutex
-	t  resolver.Topology
-}
-
-func (m *mutableTopology) get() resolver.Topology {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.t
-}
-
-func (m *mutableTopology) set(t resolver.Topology) {
-	m.mu.Lock()
-	m.t = t
-	m.mu.Unlock()
+// newTable is a real resolver with t published, for the server to list.
+func newTable(t resolver.Topology) *resolver.Resolver {
+	r := resolver.New(resolver.Options{})
+	r.Publish(t)
+	return r
 }
 
 func TestSSEPushesUpdateAfterNotify(t *testing.T) {
-	topo := &mutableTopology{}
+	topo := newTable(resolver.Topology{})
 	s, base := startServer(t, ops.Config{
-		Topology: topo.get,
-		Extra:    func() map[string]any { return map[string]any{"cache": map[string]any{"size": 7}} },
+		Records: topo.Records,
+		Extra:   func() map[string]any { return map[string]any{"cache": map[string]any{"size": 7}} },
 	})
 	sse := openSSE(t, base+"/api/v1/events")
 	first, ok := sse.next(5 * time.Second)
@@ -415,7 +423,7 @@ func TestSSEPushesUpdateAfterNotify(t *testing.T) {
 		t.Errorf("initial update lacks extra state: %+v", first.Extra)
 	}
 
-	topo.set(fixtureTopology())
+	topo.Publish(fixtureTopology())
 	s.Notify(ops.Event{Kind: ops.KindContainer, Action: "start", Name: "shop-web-1"})
 	u, ok := sse.next(5 * time.Second)
 	if !ok {
@@ -430,16 +438,20 @@ func TestSSEPushesUpdateAfterNotify(t *testing.T) {
 }
 
 func TestSSECoalescesBursts(t *testing.T) {
-	topo := &mutableTopology{}
+	topo := newTable(resolver.Topology{})
 	// An hour between pushes: after the first push every further Notify
 	// must wait, so a burst can only produce one more push, later.
-	s, base := startServer(t, ops.Config{Topology: topo.get, PushInterval: time.Hour, RefreshInterval: time.Hour})
+	s, base := startServer(t, ops.Config{Records: topo.Records, PushInterval: time.Hour, RefreshInterval: time.Hour})
 	sse := openSSE(t, base+"/api/v1/events")
 	if _, ok := sse.next(5 * time.Second); !ok {
 		t.Fatal("no initial update")
 	}
 	for i := range 100 {
-		topo.set(resolver.Topology{Containers: make([]resolver.Container, i+1)})
+		cs := make([]resolver.Container, i+1)
+		for j := range cs {
+			cs[j] = resolver.Container{ID: fmt.Sprintf("c%d", j), Name: fmt.Sprintf("c%d", j)}
+		}
+		topo.Publish(resolver.Topology{Containers: cs})
 		s.Notify(ops.Event{Kind: ops.KindContainer, Action: "start", Name: fmt.Sprintf("c%d", i)})
 	}
 	u, ok := sse.next(5 * time.Second)

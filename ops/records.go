@@ -1,12 +1,13 @@
 package ops
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/sidedns/sidedns/resolver"
 )
 
-// shortIDLen is Docker's short container ID length, which is also a name.
+// shortIDLen is Docker's short container ID length.
 const shortIDLen = 12
 
 // Records is the JSON body of /api/v1/records: the table as people and
@@ -17,6 +18,23 @@ type Records struct {
 	// Cluster is the other hosts with their last heartbeat and records,
 	// when sidedns runs with --cluster-etcd.
 	Cluster any `json:"cluster,omitempty"`
+
+	// Names is every name the resolver answers, per network, as the
+	// resolver itself lists it.
+	Names []NameRecord `json:"names"`
+}
+
+// NameRecord is one name the resolver answers on one network.
+type NameRecord struct {
+	Name    string `json:"name"`
+	Network string `json:"network"`
+	// Zone: a <service>.<project>.<zone> name, answered only inside the
+	// zone; the others answer bare, as <name>.<network> and in the zone.
+	Zone bool `json:"zone"`
+	// Addresses is what an A or AAAA query from the host gets.
+	Addresses  []string `json:"addresses"`
+	FailOpen   bool     `json:"fail_open"`
+	Containers []string `json:"containers"` // IDs, whatever their state
 }
 
 // NetworkRecord is one Docker network.
@@ -33,15 +51,19 @@ type ContainerRecord struct {
 	ShortID  string `json:"short_id"`
 	Name     string `json:"name"`
 	Hostname string `json:"hostname"`
-	// Names is every name the container answers to on any of its networks:
-	// name, aliases, short ID, hostname and sidedns.names, without
-	// case-insensitive duplicates.
-	Names     []string        `json:"names"`
-	Project   string          `json:"project,omitempty"`
-	Service   string          `json:"service,omitempty"`
-	State     string          `json:"state"`
-	Health    string          `json:"health"`
-	TTL       uint32          `json:"ttl,omitempty"`
+	// Names is every name the container answers to on any of its networks,
+	// lower-cased, as the resolver answers them (see Records.Names).
+	Names   []string `json:"names"`
+	Project string   `json:"project,omitempty"`
+	Service string   `json:"service,omitempty"`
+	State   string   `json:"state"`
+	Health  string   `json:"health"`
+	TTL     uint32   `json:"ttl,omitempty"`
+	Tags    []string `json:"tags"`
+	// Weight is how often the container comes first in answers, relative
+	// to the others under a name; 0 when drained.
+	Weight    uint16          `json:"weight"`
+	Drained   bool            `json:"drained"`
 	Ports     []PortRecord    `json:"ports"`
 	Addresses []AddressRecord `json:"addresses"`
 	// Origin is set for a record that is not a local container: "file"
@@ -63,17 +85,18 @@ type AddressRecord struct {
 	IPv4      string   `json:"ipv4,omitempty"`
 	IPv6      string   `json:"ipv6,omitempty"`
 	Aliases   []string `json:"aliases"`
-	// Names is what the container answers to on this network (section 2.1
-	// order: name, aliases, short ID, hostname, then sidedns.names).
+	// Names is what the container answers to on this network, by name.
 	Names []string `json:"names"`
 }
 
-// BuildRecords turns a topology into its JSON view. Slices are never nil so
-// clients can iterate without checks.
-func BuildRecords(t resolver.Topology) Records {
+// BuildRecords turns a topology and the names the resolver answers for it
+// into the JSON view. Slices are never nil so clients can iterate without
+// checks.
+func BuildRecords(t resolver.Topology, names []resolver.Record) Records {
 	r := Records{
 		Networks:   make([]NetworkRecord, 0, len(t.Networks)),
 		Containers: make([]ContainerRecord, 0, len(t.Containers)),
+		Names:      make([]NameRecord, 0, len(names)),
 	}
 	for _, n := range t.Networks {
 		nr := NetworkRecord{ID: n.ID, Name: n.Name, Internal: n.Internal, Subnets: make([]string, 0, len(n.Subnets))}
@@ -82,13 +105,36 @@ func BuildRecords(t resolver.Topology) Records {
 		}
 		r.Networks = append(r.Networks, nr)
 	}
+	// The bare names of each container, by network.
+	type onNet struct{ id, network string }
+	held := make(map[onNet][]string)
+	for _, rec := range names {
+		nr := NameRecord{
+			Name: rec.Name, Network: rec.Network, Zone: rec.Zone, FailOpen: rec.FailOpen,
+			Addresses:  make([]string, 0, len(rec.Addrs)),
+			Containers: append(make([]string, 0, len(rec.Containers)), rec.Containers...),
+		}
+		for _, a := range rec.Addrs {
+			nr.Addresses = append(nr.Addresses, a.String())
+		}
+		r.Names = append(r.Names, nr)
+		if rec.Zone {
+			continue
+		}
+		for _, id := range rec.Containers {
+			k := onNet{id, strings.ToLower(rec.Network)}
+			held[k] = append(held[k], rec.Name)
+		}
+	}
 	for _, c := range t.Containers {
-		r.Containers = append(r.Containers, buildContainer(c))
+		r.Containers = append(r.Containers, buildContainer(c, func(network string) []string {
+			return held[onNet{c.ID, strings.ToLower(network)}]
+		}))
 	}
 	return r
 }
 
-func buildContainer(c resolver.Container) ContainerRecord {
+func buildContainer(c resolver.Container, namesOn func(network string) []string) ContainerRecord {
 	short := c.ID
 	if len(short) > shortIDLen {
 		short = short[:shortIDLen]
@@ -104,19 +150,28 @@ func buildContainer(c resolver.Container) ContainerRecord {
 		State:     c.State.String(),
 		Health:    c.Health.String(),
 		TTL:       c.TTL,
+		Names:     []string{},
+		Tags:      append(make([]string, 0, len(c.Tags)), c.Tags...),
+		Weight:    c.Weight,
+		Drained:   c.Drained,
 		Ports:     make([]PortRecord, 0, len(c.Ports)),
 		Addresses: make([]AddressRecord, 0, len(c.Endpoints)),
+	}
+	switch {
+	case c.Drained:
+		cr.Weight = 0
+	case c.Weight == 0:
+		cr.Weight = resolver.DefaultWeight
 	}
 	for _, p := range c.Ports {
 		cr.Ports = append(cr.Ports, PortRecord{Name: p.Name, Port: p.Port, Proto: p.Proto})
 	}
-	all := newNameSet()
-	all.add(c.Name)
 	for _, ep := range c.Endpoints {
 		ar := AddressRecord{
 			NetworkID: ep.NetworkID,
 			Network:   ep.NetworkName,
 			Aliases:   append(make([]string, 0, len(ep.Aliases)), ep.Aliases...),
+			Names:     append([]string{}, namesOn(ep.NetworkName)...),
 		}
 		if ep.IPv4.IsValid() {
 			ar.IPv4 = ep.IPv4.String()
@@ -124,44 +179,12 @@ func buildContainer(c resolver.Container) ContainerRecord {
 		if ep.IPv6.IsValid() {
 			ar.IPv6 = ep.IPv6.String()
 		}
-		names := newNameSet()
-		names.add(c.Name)
-		names.add(ep.Aliases...)
-		names.add(short, c.Hostname)
-		names.add(c.Names...)
-		ar.Names = names.list
-		all.add(names.list...)
+		for _, n := range ar.Names {
+			if !slices.Contains(cr.Names, n) {
+				cr.Names = append(cr.Names, n)
+			}
+		}
 		cr.Addresses = append(cr.Addresses, ar)
 	}
-	// A container without endpoints still has these names in the table.
-	all.add(short, c.Hostname)
-	all.add(c.Names...)
-	cr.Names = all.list
 	return cr
-}
-
-// nameSet keeps names in first-seen order, dropping empty names and
-// case-insensitive duplicates, as DNS matching is case-insensitive.
-type nameSet struct {
-	seen map[string]struct{}
-	list []string
-}
-
-func newNameSet() *nameSet {
-	return &nameSet{seen: make(map[string]struct{}), list: []string{}}
-}
-
-func (s *nameSet) add(names ...string) {
-	for _, n := range names {
-		n = strings.TrimSuffix(n, ".")
-		if n == "" {
-			continue
-		}
-		k := strings.ToLower(n)
-		if _, ok := s.seen[k]; ok {
-			continue
-		}
-		s.seen[k] = struct{}{}
-		s.list = append(s.list, n)
-	}
 }

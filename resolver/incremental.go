@@ -164,6 +164,7 @@ func (s *snapshot) clone(t Topology) *snapshot {
 		all:        s.all,
 		addrs:      s.addrs,
 		subnets:    s.subnets,
+		soaWire:    s.soaWire,
 		names:      s.names,
 		containers: len(t.Containers),
 	}
@@ -183,7 +184,7 @@ func (s *snapshot) clone(t Topology) *snapshot {
 func (n *snapshot) addTable(name string) int32 {
 	n.slots = maps.Clone(n.slots)
 	slot := int32(len(n.tables))
-	n.tables = append(n.tables, &netTable{name: name})
+	n.tables = append(n.tables, &netTable{name: name, lname: strings.ToLower(name)})
 	n.slots[strings.ToLower(name)] = slot
 	n.sortSlots()
 	return slot
@@ -237,7 +238,7 @@ func (u *updater) addrEdit(a netip.Addr) *addrEdit {
 // it registered.
 func (u *updater) remove(c *Container, ord uint64) {
 	var names []string
-	svc := serviceKey(c)
+	svcKeys := serviceKeys(nil, c)
 	for _, ep := range c.Endpoints {
 		slot := u.n.slots[strings.ToLower(ep.NetworkName)] // the table exists: c was in it
 		names = containerNames(names[:0], c, ep)
@@ -245,8 +246,8 @@ func (u *updater) remove(c *Container, ord uint64) {
 			e := u.edit(editKey{slot: slot, name: name})
 			e.drop = append(e.drop, ord)
 		}
-		if svc != "" {
-			e := u.edit(editKey{slot: slot, service: true, name: svc})
+		for _, key := range svcKeys {
+			e := u.edit(editKey{slot: slot, service: true, name: key})
 			e.drop = append(e.drop, ord)
 		}
 		for _, a := range [2]netip.Addr{ep.IPv4, ep.IPv6} {
@@ -261,7 +262,7 @@ func (u *updater) remove(c *Container, ord uint64) {
 // add registers container c with key ord, as buildSnapshot would.
 func (u *updater) add(c *Container, ord uint64) {
 	var names []string
-	svc := serviceKey(c)
+	svcKeys := serviceKeys(nil, c)
 	cl := &querier{networks: make([]int32, 0, len(c.Endpoints)), project: c.Project}
 	members := make([]member, len(c.Endpoints))
 	for j, ep := range c.Endpoints {
@@ -276,8 +277,8 @@ func (u *updater) add(c *Container, ord uint64) {
 			e := u.edit(editKey{slot: slot, name: name})
 			e.add = append(e.add, m)
 		}
-		if svc != "" {
-			e := u.edit(editKey{slot: slot, service: true, name: svc})
+		for _, key := range svcKeys {
+			e := u.edit(editKey{slot: slot, service: true, name: key})
 			e.add = append(e.add, m)
 		}
 		cl.networks = append(cl.networks, slot)
@@ -301,6 +302,7 @@ func (u *updater) apply() {
 			nt := *n.tables[k.slot]
 			nt.names.thaw()
 			nt.services.thaw()
+			nt.parents = maps.Clone(nt.parents)
 			n.tables[k.slot] = &nt
 			thawed[k.slot] = true
 		}
@@ -320,6 +322,7 @@ func (u *updater) apply() {
 		switch {
 		case len(all) == 0 && prev != nil:
 			m.del(k.name)
+			nt.keyChanged(k.name, !k.service, -1)
 			if !k.service {
 				n.names--
 			}
@@ -327,8 +330,11 @@ func (u *updater) apply() {
 			rs := &rrset{all: all}
 			rs.finish(n.opts.StrictHealth)
 			m.set(k.name, rs)
-			if prev == nil && !k.service {
-				n.names++
+			if prev == nil {
+				nt.keyChanged(k.name, !k.service, 1)
+				if !k.service {
+					n.names++
+				}
 			}
 		}
 	}

@@ -2,15 +2,13 @@ package resolver
 
 import (
 	"net/netip"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
-
-	"github.com/sidedns/sidedns/dnswire"
 )
 
 // Options configure a Resolver. The zero value of a field means its default.
@@ -18,20 +16,39 @@ type Options struct {
 	TTL          uint32 // local answer TTL in seconds; default 5
 	Domain       string // authoritative zone; default "docker."
 	StrictHealth bool   // NODATA instead of failing open when no eligible container remains
-	Logger       *zap.Logger
+	// NSAddrs are the server's own addresses: ns.<zone>, which the apex NS
+	// record names, resolves to them. Unspecified addresses (a wildcard
+	// listen address) name no server and are left out.
+	NSAddrs []netip.Addr
+	Logger  *zap.Logger
 }
+
+// Defaults of Options, exported for the flags that set them.
+const (
+	// DefaultTTL is short so that health changes reach clients quickly
+	// (Docker's fixed 600 s defeats health filtering).
+	DefaultTTL    = 5
+	DefaultDomain = "docker."
+)
 
 func (o Options) withDefaults() Options {
 	if o.TTL == 0 {
-		o.TTL = 5
+		o.TTL = DefaultTTL
 	}
 	if o.Domain == "" {
-		o.Domain = "docker."
+		o.Domain = DefaultDomain
 	}
 	o.Domain = dns.Fqdn(strings.ToLower(o.Domain))
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
+	var ns []netip.Addr
+	for _, a := range o.NSAddrs {
+		if a = a.Unmap(); a.IsValid() && !a.IsUnspecified() && !slices.Contains(ns, a) {
+			ns = append(ns, a)
+		}
+	}
+	o.NSAddrs = ns
 	return o
 }
 
@@ -84,10 +101,6 @@ func (r *Resolver) SetOptions(opts Options) {
 	r.Stats.Publishes.Add(1)
 }
 
-// Topology returns the topology of the current snapshot. Callers must not
-// modify it.
-func (r *Resolver) Topology() Topology { return r.snap.Load().topo }
-
 // Size returns the number of names and containers in the table.
 func (r *Resolver) Size() (names, containers int) {
 	s := r.snap.Load()
@@ -110,176 +123,13 @@ func (r *Resolver) IsLocalSource(src netip.Addr) bool {
 	return false
 }
 
-// Resolve answers req from the table for a client at src. ok is false when
-// the name is not ours and the query must be forwarded.
-//
-// The order: PTR for a container address; then names inside the zone, which
-// are always ours (NXDOMAIN with SOA when unknown); then Docker-compatible
-// names, searched on the querier's networks (every network for an unknown
-// source). A known name with no record of the asked type is NODATA, never
-// NXDOMAIN and never a forward, because the name exists. Types Docker
-// forwards for known names (TXT, CNAME, ...) are forwarded too.
-//
-// maxSize is the client's UDP size (512 without EDNS) or 65535 over TCP; a
-// larger answer is truncated with TC set.
-func (r *Resolver) Resolve(req *dns.Msg, src netip.Addr, maxSize int) (resp *dns.Msg, ok bool) {
-	if len(req.Question) != 1 || req.Opcode != dns.OpcodeQuery {
-		return nil, false
-	}
-	q := req.Question[0]
-	if q.Qclass != dns.ClassINET {
-		return nil, false
-	}
-	s := r.snap.Load()
-	name := strings.ToLower(strings.TrimSuffix(q.Name, "."))
-	nets, project := s.view(src)
-
-	addr, isPTR := netip.Addr{}, false
-	if q.Qtype == dns.TypePTR {
-		addr, isPTR = ptrName(name)
-	}
-	if isPTR {
-		resp = s.answerPTR(req, nets, addr)
-	} else if name == s.domain || strings.HasSuffix(name, s.zoneSuffix) {
-		resp = r.answerZone(s, req, nets, project, name)
-	} else {
-		resp = r.answerName(s, req, nets, project, name, false)
-	}
-	if resp == nil {
-		return nil, false
-	}
-	finish(req, resp, maxSize)
-	return resp, true
-}
-
-func (s *snapshot) answerPTR(req *dns.Msg, nets []int32, addr netip.Addr) *dns.Msg {
-	for _, pt := range s.addrs.get(addr) {
-		for _, slot := range nets {
-			if slot == pt.slot {
-				resp := reply(req)
-				resp.Answer = append(resp.Answer, &dns.PTR{
-					Hdr: header(req.Question[0].Name, dns.TypePTR, s.opts.TTL),
-					Ptr: pt.target,
-				})
-				return resp
-			}
-		}
-	}
-	return nil
-}
-
-// answerZone answers a name inside --domain: the apex, then <name>, then
-// <service>.<project>, then <name>.<network> (through lookup's splitting).
-func (r *Resolver) answerZone(s *snapshot, req *dns.Msg, nets []int32, project, name string) *dns.Msg {
-	q := req.Question[0]
-	if name == s.domain {
-		resp := reply(req)
-		switch q.Qtype {
-		case dns.TypeSOA:
-			resp.Answer = append(resp.Answer, s.soa())
-		case dns.TypeNS:
-			resp.Answer = append(resp.Answer, &dns.NS{Hdr: header(s.opts.Domain, dns.TypeNS, s.opts.TTL), Ns: "ns." + s.opts.Domain})
-		default:
-			resp.Ns = append(resp.Ns, s.soa())
-		}
-		return resp
-	}
-	rest := strings.TrimSuffix(name, "."+s.domain)
-	if resp := r.answerName(s, req, nets, project, rest, true); resp != nil {
-		return resp
-	}
-	resp := reply(req)
-	resp.Rcode = dns.RcodeNameError
-	resp.Ns = append(resp.Ns, s.soa())
-	return resp
-}
-
-// answerName answers a Docker-compatible name (inZone: the part before the
-// zone). It returns nil when the name is not ours.
-func (r *Resolver) answerName(s *snapshot, req *dns.Msg, nets []int32, project, name string, inZone bool) *dns.Msg {
-	q := req.Question[0]
-	var srvService, srvProto string
-	rs := s.find(nets, name, inZone)
-	if rs == nil && q.Qtype == dns.TypeSRV {
-		if svc, proto, base, ok := splitSRV(name); ok {
-			srvService, srvProto = svc, proto
-			rs = s.find(nets, base, inZone)
-		}
-	}
-	if rs == nil {
-		return nil
-	}
-	switch {
-	case q.Qtype == dns.TypeSRV && srvService == "" && !inZone:
-		return nil // SRV for a plain container name: Docker forwards it
-	case !inZone && !answeredLocally(q.Qtype):
-		return nil // Docker forwards the other types
-	}
-	rs = scoped(rs, project)
-	if rs.failOpen {
-		r.Stats.FailOpen.Add(1)
-	}
-	resp := reply(req)
-	start, n := rs.start(), len(rs.answer)
-	switch q.Qtype {
-	case dns.TypeA, dns.TypeAAAA:
-		ttl := minTTL(rs.answer)
-		for i := range n {
-			if rr := addrRecord(q.Name, q.Qtype, rs.at(start, i), ttl); rr != nil {
-				resp.Answer = append(resp.Answer, rr)
-			}
-		}
-	case dns.TypeSRV:
-		for i := range n {
-			m := rs.at(start, i)
-			for _, p := range m.ports {
-				if !srvMatch(p, srvService, srvProto) {
-					continue
-				}
-				target := dns.Fqdn(m.name)
-				if inZone {
-					target = m.name + "." + s.opts.Domain
-				}
-				resp.Answer = append(resp.Answer, &dns.SRV{
-					Hdr:  header(q.Name, dns.TypeSRV, m.ttl),
-					Port: p.Port, Target: target,
-				})
-				for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
-					if rr := addrRecord(target, t, m, m.ttl); rr != nil {
-						resp.Extra = append(resp.Extra, rr)
-					}
-				}
-			}
-		}
-	case dns.TypeANY:
-		// RFC 8482: a minimal answer instead of everything we have.
-		resp.Answer = append(resp.Answer, &dns.HINFO{Hdr: header(q.Name, dns.TypeHINFO, s.opts.TTL), Cpu: "RFC8482"})
-	case dns.TypeMX:
-		// Docker answers MX for container names with an empty NOERROR.
-	}
-	if len(resp.Answer) == 0 && inZone {
-		resp.Ns = append(resp.Ns, s.soa())
-	}
-	return resp
-}
-
-// answeredLocally reports whether a known non-zone name is answered here for
-// qtype; Docker forwards every other type, and so do we.
-func answeredLocally(qtype uint16) bool {
-	switch qtype {
-	case dns.TypeA, dns.TypeAAAA, dns.TypeSRV, dns.TypeANY, dns.TypeMX:
-		return true
-	}
-	return false
-}
-
 // start returns where this answer begins in the set: one further along each
 // call, so load spreads evenly across replicas.
 func (rs *rrset) start() int {
 	if len(rs.answer) < 2 {
 		return 0
 	}
-	return int(rs.next.Add(1)-1) % len(rs.answer)
+	return rs.first(rs.next.Add(1) - 1)
 }
 
 func minTTL(ms []*member) uint32 {
@@ -290,35 +140,6 @@ func minTTL(ms []*member) uint32 {
 		}
 	}
 	return ttl
-}
-
-// addrRecord builds the A or AAAA record for m, or nil when m has no address
-// of that family.
-func addrRecord(owner string, qtype uint16, m *member, ttl uint32) dns.RR {
-	switch {
-	case qtype == dns.TypeA && m.ip4.IsValid():
-		return &dns.A{Hdr: header(owner, dns.TypeA, ttl), A: m.ip4.AsSlice()}
-	case qtype == dns.TypeAAAA && m.ip6.IsValid():
-		return &dns.AAAA{Hdr: header(owner, dns.TypeAAAA, ttl), AAAA: m.ip6.AsSlice()}
-	}
-	return nil
-}
-
-func header(owner string, rrtype uint16, ttl uint32) dns.RR_Header {
-	return dns.RR_Header{Name: owner, Rrtype: rrtype, Class: dns.ClassINET, Ttl: ttl}
-}
-
-func (s *snapshot) soa() *dns.SOA {
-	return &dns.SOA{
-		Hdr:     header(s.opts.Domain, dns.TypeSOA, s.opts.TTL),
-		Ns:      "ns." + s.opts.Domain,
-		Mbox:    "hostmaster." + s.opts.Domain,
-		Serial:  1,
-		Refresh: 3600,
-		Retry:   600,
-		Expire:  86400,
-		Minttl:  s.opts.TTL,
-	}
 }
 
 // splitSRV splits "_<service>._<proto>.<name>".
@@ -340,25 +161,22 @@ func srvMatch(p Port, service, proto string) bool {
 	if p.Name != "" && strings.EqualFold(p.Name, service) {
 		return true
 	}
-	n, err := strconv.ParseUint(service, 10, 16)
-	return err == nil && p.Name == "" && uint16(n) == p.Port
+	n, ok := parsePort(service)
+	return ok && p.Name == "" && n == p.Port
 }
 
-func reply(req *dns.Msg) *dns.Msg {
-	resp := new(dns.Msg)
-	resp.SetReply(req)
-	resp.Authoritative = true
-	resp.RecursionAvailable = true
-	return resp
-}
-
-// finish adds EDNS when the client used it and truncates to the client's size.
-func finish(req, resp *dns.Msg, maxSize int) {
-	if opt := req.IsEdns0(); opt != nil {
-		resp.SetEdns0(dnswire.EDNSSize, opt.Do())
+// parsePort reads a decimal port number; strconv would allocate its error
+// on the query path for every named service.
+func parsePort(s string) (uint16, bool) {
+	if len(s) == 0 || len(s) > 5 {
+		return 0, false
 	}
-	resp.Compress = true
-	if maxSize > 0 {
-		resp.Truncate(maxSize)
+	var n uint32
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint32(c-'0')
 	}
+	return uint16(n), n <= 0xffff
 }

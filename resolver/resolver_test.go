@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/sidedns/sidedns/dnswire"
 )
 
 func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
@@ -63,10 +65,37 @@ func newTestResolver(t testing.TB, opts Options) *Resolver {
 	return r
 }
 
-func ask(r *Resolver, src, name string, qtype uint16) (*dns.Msg, bool) {
+func ask(t testing.TB, r *Resolver, src, name string, qtype uint16) (*dns.Msg, bool) {
+	t.Helper()
 	req := new(dns.Msg)
-	req.SetQuestion(name, qtype)
-	return r.Resolve(req, addr(src), 512)
+	req.SetQuestion(dns.Fqdn(name), qtype)
+	return askMsg(t, r, src, req, 512)
+}
+
+// askMsg sends req through Answer and Finish, as the server does, and
+// unpacks the reply; ok is false when the resolver forwards the query.
+func askMsg(t testing.TB, r *Resolver, src string, req *dns.Msg, limit int) (*dns.Msg, bool) {
+	t.Helper()
+	pkt, err := req.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var q dnswire.Query
+	if err := dnswire.Parse(pkt, &q); err != nil {
+		t.Fatalf("parse %v: %v", req.Question, err)
+	}
+	out, ok := r.Answer(nil, &q, addr(src))
+	if !ok {
+		return nil, false
+	}
+	if out, ok = dnswire.Finish(out, 0, &q, true, limit); !ok {
+		t.Fatalf("Finish refused the reply to %v", req.Question)
+	}
+	resp := new(dns.Msg)
+	if err := resp.Unpack(out); err != nil {
+		t.Fatalf("unpack the reply to %v: %v", req.Question, err)
+	}
+	return resp, true
 }
 
 // rdata renders the answer section as sorted "TYPE rdata" strings, ignoring
@@ -87,7 +116,7 @@ const (
 )
 
 func TestResolveNames(t *testing.T) {
-	r := newTestResolver(t, Options{})
+	r := newTestResolver(t, Options{NSAddrs: []netip.Addr{addr("127.0.0.1"), addr("::1")}})
 	tests := []struct {
 		name    string
 		src     string
@@ -98,7 +127,7 @@ func TestResolveNames(t *testing.T) {
 		answer  []string
 	}{
 		{name: "container name", src: client, qname: "proj-web-1.", qtype: dns.TypeA, answer: []string{"A 172.20.0.2"}},
-		{name: "case and no trailing dot", src: client, qname: "PROJ-Web-1", qtype: dns.TypeA, answer: []string{"A 172.20.0.2"}},
+		{name: "case", src: client, qname: "PROJ-Web-1.", qtype: dns.TypeA, answer: []string{"A 172.20.0.2"}},
 		{name: "alias with two replicas", src: client, qname: "web.", qtype: dns.TypeA, answer: []string{"A 172.20.0.2", "A 172.20.0.3"}},
 		{name: "short id", src: client, qname: "aaaa01000000.", qtype: dns.TypeA, answer: []string{"A 172.20.0.2"}},
 		{name: "hostname", src: client, qname: "webhost1.", qtype: dns.TypeA, answer: []string{"A 172.20.0.2"}},
@@ -143,10 +172,34 @@ func TestResolveNames(t *testing.T) {
 		{name: "zone TXT is NODATA", src: client, qname: "web.docker.", qtype: dns.TypeTXT},
 		{name: "zone apex SOA", src: client, qname: "docker.", qtype: dns.TypeSOA, answer: []string{"SOA ns.docker. hostmaster.docker. 1 3600 600 86400 5"}},
 		{name: "zone apex NS", src: client, qname: "docker.", qtype: dns.TypeNS, answer: []string{"NS ns.docker."}},
+		{name: "zone apex A is NODATA", src: client, qname: "docker.", qtype: dns.TypeA},
+		{name: "zone name, client's case", src: client, qname: "WeB.DocKer.", qtype: dns.TypeA, answer: []string{"A 172.20.0.2", "A 172.20.0.3"}},
+		// RFC 8020: names that exist only as parents of names are NODATA.
+		{name: "ENT: _tcp of an SRV name", src: client, qname: "_tcp.web.docker.", qtype: dns.TypeA},
+		{name: "ENT: _tcp of a service", src: client, qname: "_tcp.web.proj.docker.", qtype: dns.TypeSRV},
+		{name: "ENT: _udp without udp ports is NXDOMAIN", src: client, qname: "_udp.web.docker.", qtype: dns.TypeA, rcode: dns.RcodeNameError},
+		{name: "ENT: network", src: client, qname: "appnet.docker.", qtype: dns.TypeA},
+		{name: "ENT: foreign network is NXDOMAIN", src: client, qname: "other.docker.", qtype: dns.TypeA, rcode: dns.RcodeNameError},
+		{name: "ENT: project", src: client, qname: "proj.docker.", qtype: dns.TypeA},
+		{name: "ENT: project of another view", src: "172.22.0.10", qname: "p2.docker.", qtype: dns.TypeAAAA},
+		{name: "ENT: parent of a dotted name", src: client, qname: "name.docker.", qtype: dns.TypeA},
+		{name: "ENT: parent of a dotted name on a network", src: host, qname: "name.appnet.docker.", qtype: dns.TypeTXT},
+		{name: "ENT outside the zone is forwarded", src: client, qname: "name.", qtype: dns.TypeA, forward: true},
+		{name: "SRV name: other types NODATA", src: client, qname: "_http._tcp.web.docker.", qtype: dns.TypeA},
+		{name: "SRV name without the port is NXDOMAIN", src: client, qname: "_9999._tcp.web.docker.", qtype: dns.TypeSRV, rcode: dns.RcodeNameError},
+		{name: "zone SRV by port", src: client, qname: "_8080._tcp.proj-web-1.docker.", qtype: dns.TypeSRV, answer: []string{"SRV 0 0 8080 proj-web-1.docker."}},
+		// An escaped dot is part of a label: web\.docker is one label.
+		{name: "escaped dot is not the zone", src: client, qname: `web\.docker.`, qtype: dns.TypeA, forward: true},
+		{name: "escaped dot inside the zone", src: client, qname: `a\.b.web.docker.`, qtype: dns.TypeA, rcode: dns.RcodeNameError},
+		{name: "escaped dot is not a name.network", src: host, qname: `web\.appnet.`, qtype: dns.TypeA, forward: true},
+		{name: "ns of the zone", src: client, qname: "ns.docker.", qtype: dns.TypeA, answer: []string{"A 127.0.0.1"}},
+		{name: "ns of the zone AAAA", src: client, qname: "NS.docker.", qtype: dns.TypeAAAA, answer: []string{"AAAA ::1"}},
+		{name: "ns of the zone TXT", src: client, qname: "ns.docker.", qtype: dns.TypeTXT},
+		{name: "ANY in the zone", src: client, qname: "web.docker.", qtype: dns.TypeANY, answer: []string{`HINFO "RFC8482" ""`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, ok := ask(r, tt.src, tt.qname, tt.qtype)
+			resp, ok := ask(t, r, tt.src, tt.qname, tt.qtype)
 			if ok == tt.forward {
 				t.Fatalf("ours = %v, want %v (resp %v)", ok, !tt.forward, resp)
 			}
@@ -156,8 +209,17 @@ func TestResolveNames(t *testing.T) {
 			if resp.Rcode != tt.rcode {
 				t.Errorf("rcode = %s, want %s", dns.RcodeToString[resp.Rcode], dns.RcodeToString[tt.rcode])
 			}
-			if !resp.Authoritative || !resp.Response {
-				t.Errorf("want an authoritative response, got %v", resp.MsgHdr)
+			if !resp.Authoritative || !resp.Response || !resp.RecursionAvailable {
+				t.Errorf("want an authoritative response with RA, got %v", resp.MsgHdr)
+			}
+			// Negative answers from the zone carry its SOA (RFC 2308); others carry nothing.
+			inZone := dns.IsSubDomain("docker.", strings.ToLower(tt.qname))
+			wantNs := 0
+			if inZone && len(resp.Answer) == 0 {
+				wantNs = 1
+			}
+			if len(resp.Ns) != wantNs || wantNs == 1 && (resp.Ns[0].Header().Rrtype != dns.TypeSOA || resp.Ns[0].Header().Name != "docker.") {
+				t.Errorf("authority = %v, want %d SOA", resp.Ns, wantNs)
 			}
 			if got := rdata(resp.Answer); !slices.Equal(got, tt.answer) {
 				t.Errorf("answer = %q, want %q", got, tt.answer)
@@ -174,10 +236,28 @@ func TestResolveNames(t *testing.T) {
 	}
 }
 
+// ns.<zone> is the server: the apex NS names it, with its addresses as
+// glue; a wildcard listen address names nothing.
+func TestResolveNameServer(t *testing.T) {
+	r := newTestResolver(t, Options{NSAddrs: []netip.Addr{addr("0.0.0.0"), addr("::ffff:127.0.0.2"), addr("::")}})
+	resp, _ := ask(t, r, client, "docker.", dns.TypeNS)
+	if got, want := rdata(resp.Extra), []string{"A 127.0.0.2"}; !slices.Equal(got, want) || resp.Extra[0].Header().Name != "ns.docker." {
+		t.Errorf("NS glue = %v, want %q for ns.docker.", resp.Extra, want)
+	}
+	resp, _ = ask(t, r, client, "ns.docker.", dns.TypeA)
+	if got, want := rdata(resp.Answer), []string{"A 127.0.0.2"}; !slices.Equal(got, want) {
+		t.Errorf("ns.docker. A = %q, want %q", got, want)
+	}
+	resp, _ = ask(t, r, client, "ns.docker.", dns.TypeAAAA)
+	if resp.Rcode != dns.RcodeSuccess || len(resp.Answer) != 0 || len(resp.Ns) != 1 {
+		t.Errorf("ns.docker. AAAA without an IPv6 address: want NODATA with SOA, got %v", resp)
+	}
+}
+
 func TestResolveTTL(t *testing.T) {
 	r := newTestResolver(t, Options{TTL: 7})
 	for name, want := range map[string]uint32{"web.": 7, "slow.": 60} {
-		resp, _ := ask(r, client, name, dns.TypeA)
+		resp, _ := ask(t, r, client, name, dns.TypeA)
 		if got := resp.Answer[0].Header().Ttl; got != want {
 			t.Errorf("%s TTL = %d, want %d", name, got, want)
 		}
@@ -186,11 +266,11 @@ func TestResolveTTL(t *testing.T) {
 
 func TestResolveZoneNegativeHasSOA(t *testing.T) {
 	r := newTestResolver(t, Options{Domain: "Internal."})
-	resp, ok := ask(r, client, "nope.internal.", dns.TypeA)
+	resp, ok := ask(t, r, client, "nope.internal.", dns.TypeA)
 	if !ok || resp.Rcode != dns.RcodeNameError || len(resp.Ns) != 1 || resp.Ns[0].Header().Rrtype != dns.TypeSOA {
 		t.Fatalf("want NXDOMAIN with SOA, got ok=%v %v", ok, resp)
 	}
-	resp, _ = ask(r, client, "web.internal.", dns.TypeAAAA)
+	resp, _ = ask(t, r, client, "web.internal.", dns.TypeAAAA)
 	if resp.Rcode != dns.RcodeSuccess || len(resp.Answer) != 0 || len(resp.Ns) != 1 {
 		t.Fatalf("want NODATA with SOA, got %v", resp)
 	}
@@ -200,7 +280,7 @@ func TestResolveRotates(t *testing.T) {
 	r := newTestResolver(t, Options{})
 	seen := map[string]int{}
 	for range 10 {
-		resp, _ := ask(r, client, "web.", dns.TypeA)
+		resp, _ := ask(t, r, client, "web.", dns.TypeA)
 		seen[resp.Answer[0].(*dns.A).A.String()]++
 	}
 	if seen["172.20.0.2"] != 5 || seen["172.20.0.3"] != 5 {
@@ -210,7 +290,7 @@ func TestResolveRotates(t *testing.T) {
 
 func TestResolveStrictHealth(t *testing.T) {
 	r := newTestResolver(t, Options{StrictHealth: true})
-	resp, ok := ask(r, client, "allbad.", dns.TypeA)
+	resp, ok := ask(t, r, client, "allbad.", dns.TypeA)
 	if !ok || resp.Rcode != dns.RcodeSuccess || len(resp.Answer) != 0 {
 		t.Fatalf("strict policy: want NODATA, got ok=%v %v", ok, resp)
 	}
@@ -218,10 +298,10 @@ func TestResolveStrictHealth(t *testing.T) {
 		t.Fatal("strict policy counted a fail-open")
 	}
 	fo := newTestResolver(t, Options{})
-	if _, ours := ask(fo, client, "allbad.", dns.TypeTXT); ours {
+	if _, ours := ask(t, fo, client, "allbad.", dns.TypeTXT); ours {
 		t.Fatal("TXT for a container name was answered, not forwarded")
 	}
-	ask(fo, client, "allbad.", dns.TypeA)
+	ask(t, fo, client, "allbad.", dns.TypeA)
 	if fo.Stats.FailOpen.Load() != 1 { // the forwarded TXT is not a fail-open answer
 		t.Fatalf("fail-open count = %d, want 1", fo.Stats.FailOpen.Load())
 	}
@@ -229,7 +309,7 @@ func TestResolveStrictHealth(t *testing.T) {
 
 func TestResolveSRVAdditional(t *testing.T) {
 	r := newTestResolver(t, Options{})
-	resp, _ := ask(r, client, "_http._tcp.web.", dns.TypeSRV)
+	resp, _ := ask(t, r, client, "_http._tcp.web.", dns.TypeSRV)
 	if got, want := rdata(resp.Extra), []string{"A 172.20.0.2", "A 172.20.0.3"}; !slices.Equal(got, want) {
 		t.Fatalf("additional = %q, want %q", got, want)
 	}
@@ -264,14 +344,15 @@ func TestResolveTruncates(t *testing.T) {
 	r.Publish(top)
 	req := new(dns.Msg)
 	req.SetQuestion("many.", dns.TypeA)
-	udp, _ := r.Resolve(req, addr(host), 512)
+	udp, _ := askMsg(t, r, host, req, 512)
 	if !udp.Truncated || len(udp.Answer) >= 40 {
 		t.Fatalf("UDP 512: TC=%v with %d answers, want truncated", udp.Truncated, len(udp.Answer))
 	}
+	udp.Compress = true
 	if n, _ := udp.Pack(); len(n) > 512 {
 		t.Fatalf("UDP answer is %d bytes", len(n))
 	}
-	tcp, _ := r.Resolve(req, addr(host), 65535)
+	tcp, _ := askMsg(t, r, host, req, 65535)
 	if tcp.Truncated || len(tcp.Answer) != 40 {
 		t.Fatalf("TCP: TC=%v with %d answers, want all 40", tcp.Truncated, len(tcp.Answer))
 	}
@@ -303,16 +384,5 @@ func TestPtrName(t *testing.T) {
 		if ok != (want != "") || (ok && a.String() != want) {
 			t.Errorf("ptrName(%q) = %v %v, want %q", name, a, ok, want)
 		}
-	}
-}
-
-func BenchmarkResolveLocal(b *testing.B) {
-	r := newTestResolver(b, Options{})
-	req := new(dns.Msg)
-	req.SetQuestion("web.", dns.TypeA)
-	src := addr(client)
-	b.ReportAllocs()
-	for b.Loop() {
-		r.Resolve(req, src, 512)
 	}
 }

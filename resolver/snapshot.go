@@ -31,6 +31,7 @@ type snapshot struct {
 	all     []int32          // every slot in name order: the admin view
 	addrs   layered[netip.Addr, []addrUse]
 	subnets []netip.Prefix
+	soaWire []byte // the SOA of negative answers, packed once
 
 	names, containers int // table size, for metrics
 
@@ -40,9 +41,15 @@ type snapshot struct {
 // netTable is one network's names.
 type netTable struct {
 	name     string                  // as Docker spells it
+	lname    string                  // lower-cased
 	names    layered[string, *rrset] // lower-cased name -> everything it means here
 	services layered[string, *rrset] // "<service>.<project>" -> compose service members
-	size     int                     // endpoints, for sizing names while building
+	count    int                     // names in names
+	// parents counts, for every proper ancestor by whole labels of a name
+	// or service key ("b" of "a.b", "proj" of "web.proj"), the keys under
+	// it: inside the zone such a name is an empty non-terminal (RFC 8020).
+	parents map[string]int32
+	size    int // endpoints, for sizing names while building
 }
 
 // querier is a container and what it may see.
@@ -64,6 +71,7 @@ type addrUse struct {
 
 // member is one container's endpoint on one network.
 type member struct {
+	id       string // container ID
 	name     string // container name
 	project  string
 	ip4      netip.Addr
@@ -74,6 +82,7 @@ type member struct {
 	ep       uint32 // endpoint index: one container can sit on a network twice
 	running  bool   // StateRunning
 	eligible bool   // running and healthy or without a healthcheck
+	weight   uint16 // weightOf the container: 0 when drained
 }
 
 // rrset is everything one name means on one network.
@@ -82,6 +91,7 @@ type rrset struct {
 	// holds ineligible containers because no eligible one remained.
 	answer    []*member
 	failOpen  bool
+	sched     []uint16          // schedule of answer by weight; nil for plain rotation
 	byProject map[string]*rrset // compose project -> that project's subset
 	next      atomic.Uint32     // round-robin cursor
 	local     int               // zone sets: answer[:local] are this host's, rotated apart (see at)
@@ -146,7 +156,7 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 		return rs
 	}
 
-	var names []string // reused for each endpoint
+	var names, svcKeys []string // reused for each endpoint and container
 	for i := range t.Containers {
 		c := &t.Containers[i]
 		ord := uint64(i+1) * ordStep
@@ -158,7 +168,7 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 		cl.project = c.Project
 		cl.networks = querierNets[:0:len(c.Endpoints)]
 		querierNets = querierNets[len(c.Endpoints):]
-		serviceKey := serviceKey(c)
+		svcKeys = serviceKeys(svcKeys[:0], c)
 		for j, ep := range c.Endpoints {
 			slot := s.slots[strings.ToLower(ep.NetworkName)]
 			nt := s.tables[slot]
@@ -175,16 +185,18 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 					continue
 				}
 				nt.names.base[name] = newSet(m)
+				nt.keyChanged(name, true, 1)
 				s.names++
 			}
-			if serviceKey != "" {
-				if rs := nt.services.base[serviceKey]; rs != nil {
+			for _, key := range svcKeys {
+				if rs := nt.services.base[key]; rs != nil {
 					rs.all = append(rs.all, m)
 				} else {
 					if nt.services.base == nil {
 						nt.services.base = make(map[string]*rrset)
 					}
-					nt.services.base[serviceKey] = &rrset{all: []*member{m}}
+					nt.services.base[key] = &rrset{all: []*member{m}}
+					nt.keyChanged(key, false, 1)
 				}
 			}
 			cl.networks = append(cl.networks, slot)
@@ -217,17 +229,37 @@ func buildSnapshot(t Topology, o Options) *snapshot {
 	}
 	s.buildZone(o)
 	s.sortSlots()
+	s.soaWire = s.packSOA()
 	return s
+}
+
+// keyChanged accounts for a key that came (up 1) or went (up -1): a name,
+// which count counts, or a service key. Only builders call it, on a table
+// not yet published (an update gives the table its own parents first).
+func (nt *netTable) keyChanged(key string, name bool, up int32) {
+	if name {
+		nt.count += int(up)
+	}
+	for i := strings.IndexByte(key, '.'); i >= 0; i = nextDot(key, i) {
+		p := key[i+1:]
+		if nt.parents == nil {
+			nt.parents = make(map[string]int32)
+		}
+		if nt.parents[p] += up; nt.parents[p] <= 0 {
+			delete(nt.parents, p)
+		}
+	}
 }
 
 // newMember fills m for endpoint j of c.
 func newMember(m *member, c *Container, j int, ord uint64, o Options) {
 	ep := &c.Endpoints[j]
 	*m = member{
-		name: c.Name, project: c.Project, ip4: ep.IPv4, ip6: ep.IPv6,
+		id: c.ID, name: c.Name, project: c.Project, ip4: ep.IPv4, ip6: ep.IPv6,
 		ttl: o.TTL, ports: c.Ports, ord: ord, ep: uint32(j),
 		running:  c.State == StateRunning,
 		eligible: c.State == StateRunning && (c.Health == HealthNone || c.Health == HealthHealthy),
+		weight:   weightOf(c),
 	}
 	if c.TTL > 0 {
 		m.ttl = c.TTL
@@ -265,7 +297,7 @@ func (s *snapshot) table(name string) int32 {
 	slot, ok := s.slots[key]
 	if !ok {
 		slot = int32(len(s.tables))
-		s.tables = append(s.tables, &netTable{name: name})
+		s.tables = append(s.tables, &netTable{name: name, lname: key})
 		s.slots[key] = slot
 	}
 	return slot
@@ -273,7 +305,8 @@ func (s *snapshot) table(name string) int32 {
 
 // finish applies the health policy and splits the set by compose project.
 func (rs *rrset) finish(strict bool) {
-	rs.answer, rs.failOpen = pickAnswer(rs.all, strict)
+	rs.answer, rs.failOpen = pickWeighted(rs.all, strict)
+	rs.sched = schedule(rs.answer)
 	if !mixedProjects(rs.all) {
 		return // no subset would differ from the whole set
 	}
@@ -288,7 +321,8 @@ func (rs *rrset) finish(strict bool) {
 			continue // the subset is the whole set: no need to keep it twice
 		}
 		sub := &rrset{all: ms}
-		sub.answer, sub.failOpen = pickAnswer(ms, strict)
+		sub.answer, sub.failOpen = pickWeighted(ms, strict)
+		sub.sched = schedule(sub.answer)
 		if rs.byProject == nil {
 			rs.byProject = make(map[string]*rrset)
 		}
@@ -346,7 +380,7 @@ func filter(all []*member, n int, keep func(*member) bool) []*member {
 }
 
 // containerNames appends to names the names an endpoint registers,
-// lower-cased and without duplicates, in DESIGN 2.1 order.
+// lower-cased and without duplicates, in Docker's order: container name, aliases and DNSNames, short ID, hostname.
 func containerNames(names []string, c *Container, ep Endpoint) []string {
 	names = addName(names, c.Name)
 	for _, a := range ep.Aliases {
@@ -395,6 +429,7 @@ func EqualTopology(a, b Topology) bool {
 func EqualContainer(a, b *Container) bool {
 	return a.ID == b.ID && a.Name == b.Name && a.Hostname == b.Hostname && a.Project == b.Project &&
 		a.Service == b.Service && a.Health == b.Health && a.State == b.State && a.TTL == b.TTL &&
+		a.Weight == b.Weight && a.Drained == b.Drained && equalSlice(a.Tags, b.Tags) &&
 		equalSlice(a.Names, b.Names) && equalSlice(a.Ports, b.Ports) &&
 		nilness(a.Endpoints, b.Endpoints) && (sameArray(a.Endpoints, b.Endpoints) || slices.EqualFunc(a.Endpoints, b.Endpoints, equalEndpoint)) &&
 		equalSlice(a.Published, b.Published) && a.Origin == b.Origin

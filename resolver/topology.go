@@ -83,6 +83,15 @@ type Container struct {
 	TTL      uint32   // from sidedns.ttl; 0 means the configured default
 	Names    []string // extra names from sidedns.names
 	Ports    []Port
+	// Tags from sidedns.tags, lower-cased: <tag>.<service>.<project>.<zone>
+	// and <tag>.<name>.<zone> answer only the containers that carry the tag.
+	Tags []string
+	// Weight is how often the container comes first in an answer, relative
+	// to the others (sidedns.weight or a runtime override); 0 means
+	// DefaultWeight. Drained (weight 0) leaves the container out of answers
+	// unless nothing else is left.
+	Weight  uint16
+	Drained bool
 	// Endpoints in Docker's resolution order (dockerwatch.SortEndpoints).
 	Endpoints []Endpoint
 	// Published are the ports Docker binds on the host (docker run -p),

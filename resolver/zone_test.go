@@ -5,8 +5,6 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
-
-	"github.com/sidedns/sidedns/dnswire"
 )
 
 // zoneFixture adds records from another host to the fixture: a replica of the
@@ -48,7 +46,7 @@ func TestZoneRecords(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, ok := ask(r, tt.src, tt.q, tt.qtype)
+			resp, ok := ask(t, r, tt.src, tt.q, tt.qtype)
 			if ok != tt.ok {
 				t.Fatalf("ok = %v, want %v", ok, tt.ok)
 			}
@@ -69,7 +67,7 @@ func TestZoneRecords(t *testing.T) {
 	// Local replicas come first in every answer; each group rotates on its own.
 	firsts := map[string]bool{}
 	for range 4 {
-		resp, _ := ask(r, "172.20.0.10", "web.proj.docker.", dns.TypeA)
+		resp, _ := ask(t, r, "172.20.0.10", "web.proj.docker.", dns.TypeA)
 		if a, ok := resp.Answer[2].(*dns.A); !ok || a.A.String() != "10.9.0.1" {
 			t.Fatalf("answer %v: the remote replica is not last", resp.Answer)
 		}
@@ -77,66 +75,6 @@ func TestZoneRecords(t *testing.T) {
 	}
 	if len(firsts) != 2 {
 		t.Fatalf("local replicas did not rotate: first answers %v", firsts)
-	}
-}
-
-// The fast path answers zone names, with zone records, as Resolve does.
-func TestZoneRecordsFastPath(t *testing.T) {
-	r := New(Options{})
-	r.Publish(zoneFixture())
-	for _, name := range []string{"web.proj.docker.", "api-1.docker.", "api.shop.docker.", "api-1."} {
-		req := new(dns.Msg)
-		req.SetQuestion(name, dns.TypeA)
-		pkt, _ := req.Pack()
-		var q dnswire.Query
-		if err := dnswire.Parse(pkt, &q); err != nil {
-			t.Fatal(err)
-		}
-		out, ok := r.AppendAnswer(nil, &q, addr("172.20.0.10"))
-		slow, slowOK := r.Resolve(req, addr("172.20.0.10"), 512)
-		if !ok {
-			if slowOK && len(slow.Answer) > 0 {
-				t.Errorf("%s: fast path declined what Resolve answers: %v", name, slow.Answer)
-			}
-			continue
-		}
-		var fast dns.Msg
-		if err := fast.Unpack(out); err != nil {
-			t.Fatal(err)
-		}
-		if !sameSet(rrStrings(fast.Answer), rrStrings(slow.Answer)) {
-			t.Errorf("%s: fast %v, slow %v", name, fast.Answer, slow.Answer)
-		}
-	}
-}
-
-func rrStrings(rrs []dns.RR) []string {
-	var out []string
-	for _, rr := range rrs {
-		out = append(out, rr.String())
-	}
-	return out
-}
-
-func TestZoneRecordsPublishAgain(t *testing.T) {
-	r := New(Options{})
-	r.Publish(zoneFixture())
-	before := r.Stats.Publishes.Load()
-	r.Publish(zoneFixture())
-	if r.Stats.Publishes.Load() != before {
-		t.Fatal("an equal topology with zone records was published again")
-	}
-	top := zoneFixture()
-	top.Containers = top.Containers[:len(top.Containers)-2] // the remote api-1 and the file record go
-	r.Publish(top)
-	if _, ok := ask(r, "10.1.1.1", "api-1.docker.", dns.TypeA); !ok {
-		t.Fatal("zone query not answered")
-	} else if resp, _ := ask(r, "10.1.1.1", "api-1.docker.", dns.TypeA); resp.Rcode != dns.RcodeNameError {
-		t.Fatalf("removed record still answers: %v", resp)
-	}
-	r.Publish(fixture())
-	if resp, _ := ask(r, "10.1.1.1", "web-9.docker.", dns.TypeA); resp.Rcode != dns.RcodeNameError {
-		t.Fatalf("record of a dropped layer still answers: %v", resp)
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,26 +18,30 @@ import (
 	"go.uber.org/zap"
 )
 
+// Defaults of CacheConfig, exported for the flags that set them.
 const (
-	cacheDefaultSize           = 100_000
-	cacheDefaultMaxTTL         = 24 * time.Hour
+	DefaultCacheSize   = 100_000
+	DefaultMaxTTL      = 24 * time.Hour
+	DefaultStaleWindow = 24 * time.Hour // RFC 8767 suggests 1-3 days
+)
+
+const (
 	cacheDefaultNegativeMaxTTL = 30 * time.Minute // RFC 2308 suggests 1-3 h; 30 min keeps new names visible sooner.
-	cacheDefaultStaleWindow    = 24 * time.Hour
 	cacheDefaultPrefetchHits   = 2
 	// A refresh outlives one client's patience: it covers failover across
 	// a few upstreams at the forwarder's 2 s per try.
 	cacheDefaultRefreshTimeout = 5 * time.Second
 	// cacheStaleTTL is the TTL of a stale answer (RFC 8767 recommends 30 s).
 	cacheStaleTTL = 30
-	// cacheEDNSSize is the UDP size we advertise, as the forwarder does (DNS flag day 2020).
-	cacheEDNSSize = dnswire.EDNSSize
 	// cacheMaxKey is the longest key: a 255-byte wire name, type, class and flags.
 	cacheMaxKey = 255 + 5
 )
 
 // CacheConfig tunes a Cache. The zero value gives the defaults.
 type CacheConfig struct {
-	// Size bounds the cache in entries; 0 means 100,000.
+	// Size bounds the cache in entries; 0 means DefaultCacheSize. Negative
+	// stores nothing (--cache-size 0): every query goes upstream, identical
+	// ones still share one exchange, and replies pass through unchanged.
 	Size int
 	// MinTTL and MaxTTL clamp the TTL of stored answers; MaxTTL 0 means 24 h.
 	MinTTL, MaxTTL time.Duration
@@ -70,17 +73,19 @@ type CacheStats struct {
 	Coalesced  uint64 // misses that joined another query's upstream exchange
 }
 
-// Cache is an Exchanger that answers from an LRU of upstream replies and
-// sends misses to next.
+// Cache answers queries from an LRU of upstream replies and sends misses to
+// next. It deals in reply bodies: header, question and records, with no OPT.
+// The client's ID, flags, question case, truncation and OPT are
+// dnswire.Finish's, which the server runs on every reply.
 //
 // Keys are (lower-cased name, type, class, DO, CD), hashed with maphash and
 // checked against the stored question. Entries are immutable: each keeps the
-// upstream reply packed (minus OPT) with the offsets of its TTL fields, the
-// time it was stored and its TTL. The remaining TTL is computed on read, and
-// every record in a reply carries it (the smallest TTL of the reply, as
-// CoreDNS does). A reply keeps the client's ID, RD bit and question case
-// (0x20), and has an OPT exactly when the query had one. Two read paths:
-// Exchange (*dns.Msg, allocates) and AppendHit (wire bytes, no allocation).
+// upstream reply packed (ID 0, no OPT) with the offsets of its TTL fields,
+// the time it was stored and its TTL. The remaining TTL is written into the
+// client's copy on read, into every record (the smallest TTL of the reply,
+// as CoreDNS does). A forwarded miss is unpacked once (by the forwarder,
+// which checks that it answers the query) and packed once; nothing is
+// unpacked after that, on hits or misses.
 //
 // Identical misses share one upstream exchange; each waiter gets its own
 // copy and may give up on its own ctx. A popular entry (PrefetchHits hits)
@@ -88,9 +93,10 @@ type CacheStats struct {
 // refresh per entry at a time.
 //
 // Stored: NOERROR with answers, and NXDOMAIN/NODATA that carry an SOA
-// (RFC 2308: TTL min(SOA TTL, SOA MINIMUM)). Never stored: truncated replies,
-// SERVFAIL and other rcodes, and negatives without an SOA (we cannot know how
-// long the upstream meant them to last, so CoreDNS's choice is ours).
+// (RFC 2308: TTL min(SOA TTL, SOA MINIMUM)). Never stored, but passed on as
+// the upstream sent them: truncated replies, SERVFAIL and other rcodes,
+// negatives without an SOA (we cannot know how long the upstream meant them
+// to last, so CoreDNS's choice is ours), and meta types such as ANY.
 //
 // Serve-stale (RFC 8767): an expired entry is refreshed first; when that
 // refresh fails with an error other than ErrOverloaded (our own bound, not a
@@ -110,6 +116,7 @@ type Cache struct {
 	maxT  uint32
 	negT  uint32
 	stale time.Duration
+	store bool // false with a negative Size: nothing is kept
 
 	mu      sync.Mutex
 	flights map[string]*cacheCall
@@ -125,13 +132,10 @@ func NewCache(next Exchanger, cfg CacheConfig) (*Cache, error) {
 		return nil, errors.New("create cache: next exchanger is nil")
 	}
 	if cfg.Size == 0 {
-		cfg.Size = cacheDefaultSize
-	}
-	if cfg.Size < 0 {
-		return nil, fmt.Errorf("create cache: size %d is negative", cfg.Size)
+		cfg.Size = DefaultCacheSize
 	}
 	if cfg.MaxTTL == 0 {
-		cfg.MaxTTL = cacheDefaultMaxTTL
+		cfg.MaxTTL = DefaultMaxTTL
 	}
 	if cfg.NegativeMaxTTL == 0 {
 		cfg.NegativeMaxTTL = cacheDefaultNegativeMaxTTL
@@ -141,7 +145,7 @@ func NewCache(next Exchanger, cfg CacheConfig) (*Cache, error) {
 			cfg.MinTTL, cfg.MaxTTL, cfg.NegativeMaxTTL)
 	}
 	if cfg.StaleWindow == 0 {
-		cfg.StaleWindow = cacheDefaultStaleWindow
+		cfg.StaleWindow = DefaultStaleWindow
 	}
 	if cfg.PrefetchHits == 0 {
 		cfg.PrefetchHits = cacheDefaultPrefetchHits
@@ -165,9 +169,11 @@ func NewCache(next Exchanger, cfg CacheConfig) (*Cache, error) {
 		maxT:    cacheSeconds(cfg.MaxTTL),
 		negT:    cacheSeconds(min(cfg.NegativeMaxTTL, cfg.MaxTTL)),
 		stale:   cfg.StaleWindow,
+		store:   cfg.Size > 0,
 		flights: make(map[string]*cacheCall),
 	}
-	l, err := lru.NewWithEvict(cfg.Size, func(uint64, *cacheEntry) { c.evictions.Add(1) })
+	// Without storing, the LRU stays empty; one slot keeps a single code path.
+	l, err := lru.NewWithEvict(max(cfg.Size, 1), func(uint64, *cacheEntry) { c.evictions.Add(1) })
 	if err != nil {
 		return nil, fmt.Errorf("create cache: %w", err)
 	}
@@ -186,12 +192,9 @@ func cacheSeconds(d time.Duration) uint32 {
 // Len is the number of entries, fresh or expired.
 func (c *Cache) Len() int { return c.lru.Len() }
 
-// Resize changes the size bound and returns how many entries it evicted.
-func (c *Cache) Resize(size int) int { return c.lru.Resize(size) }
-
 // Close stops new prefetches and waits for running ones and for upstream
 // exchanges in flight (each bounded by RefreshTimeout), so nothing logs or
-// queries upstream after it returns. Exchange keeps working.
+// queries upstream after it returns. Resolve keeps working.
 func (c *Cache) Close() error {
 	c.mu.Lock()
 	c.closed = true
@@ -214,9 +217,9 @@ func (c *Cache) Stats() CacheStats {
 
 // cacheEntry is never modified after it is stored, except for its atomics.
 type cacheEntry struct {
-	// wire is the packed reply with ID 0 and no OPT. Hits patch ID, RD,
-	// qname case and TTLs into a copy; the Exchange path unpacks it. Only
-	// wire bytes are kept: a *dns.Msg beside them would double the memory.
+	// wire is the packed reply with ID 0 and no OPT. Readers patch the
+	// TTLs into their copy. Only wire bytes are kept: a *dns.Msg beside
+	// them would double the memory.
 	wire    []byte
 	nameLen int       // wire length of the qname, at offset 12 of wire
 	flags   byte      // key flags (DO, CD)
@@ -259,29 +262,17 @@ const (
 	cacheFlagCD
 )
 
-// cacheKeyOf writes the key of a question into buf and returns it. ok is
-// false for queries the cache does not handle.
-func cacheKeyOf(req *dns.Msg, buf *[cacheMaxKey]byte) (key []byte, do bool, ok bool) {
-	if req.Response || req.Opcode != dns.OpcodeQuery || len(req.Question) != 1 {
-		return nil, false, false
-	}
-	q := req.Question[0]
-	if !cacheableType(q.Qtype) {
-		return nil, false, false
-	}
-	n, err := dns.PackDomainName(q.Name, buf[:255], 0, nil, false)
-	if err != nil || n == 0 {
-		return nil, false, false
-	}
+// cacheKeyOf writes the key of q's question into buf and returns it.
+func cacheKeyOf(q *dnswire.Query, buf *[cacheMaxKey]byte) []byte {
+	n := copy(buf[:], q.Raw)
 	var flags byte
-	if opt := req.IsEdns0(); opt != nil && opt.Do() {
-		flags |= cacheFlagDO
-		do = true
-	}
-	if req.CheckingDisabled {
+	if q.CD {
 		flags |= cacheFlagCD
 	}
-	return cacheFinishKey(buf, n, q.Qtype, q.Qclass, flags), do, true
+	if q.DO {
+		flags |= cacheFlagDO
+	}
+	return cacheFinishKey(buf, n, q.Type, q.Class, flags)
 }
 
 // cacheFinishKey lower-cases the wire name in buf[:n] and appends type,
@@ -299,6 +290,8 @@ func cacheFinishKey(buf *[cacheMaxKey]byte, n int, qtype, qclass uint16, flags b
 	return buf[:n+5]
 }
 
+// cacheableType reports whether answers of type t may be stored; the
+// others are passed through.
 func cacheableType(t uint16) bool {
 	switch t {
 	case dns.TypeAXFR, dns.TypeIXFR, dns.TypeOPT, dns.TypeANY, dns.TypeMAILA, dns.TypeMAILB:
@@ -332,39 +325,62 @@ func (e *cacheEntry) keyInto(buf *[cacheMaxKey]byte) []byte {
 	return cacheFinishKey(buf, n, binary.BigEndian.Uint16(t), binary.BigEndian.Uint16(t[2:]), e.flags)
 }
 
-// Exchange answers m from the cache or from next. The reply is the caller's
-// to modify.
-func (c *Cache) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
-	var buf [cacheMaxKey]byte
-	key, do, ok := cacheKeyOf(m, &buf)
-	if !ok {
-		return c.next.Exchange(ctx, m)
+// AppendHit appends the reply body for q to dst when a fresh entry exists
+// (header, question, records with their remaining TTL; no OPT) and returns
+// true. Otherwise dst comes back unchanged with false, and the caller takes
+// Resolve, which counts the miss. It does not allocate (only the rare
+// prefetch it may start does).
+func (c *Cache) AppendHit(dst []byte, q *dnswire.Query) ([]byte, bool) {
+	if !q.HasQuestion {
+		return dst, false
 	}
+	var buf [cacheMaxKey]byte
+	_, e := c.lookup(cacheKeyOf(q, &buf))
+	if e == nil {
+		return dst, false
+	}
+	ttl, fresh := e.remaining(c.now())
+	if !fresh {
+		return dst, false
+	}
+	c.hits.Add(1)
+	c.maybePrefetch(e, ttl)
+	return e.appendTo(dst, ttl), true
+}
+
+// Resolve answers q from the cache or from next and appends the reply body
+// (header, question, records; no OPT) to dst, saying where it came from. tcp
+// says the client came over TCP, so a miss goes upstream over TCP. On error
+// dst comes back unchanged.
+func (c *Cache) Resolve(ctx context.Context, dst []byte, q *dnswire.Query, tcp bool) ([]byte, Origin, error) {
+	if !q.HasQuestion {
+		return dst, OriginUpstream, errors.New("resolve: query has no question")
+	}
+	var buf [cacheMaxKey]byte
+	key := cacheKeyOf(q, &buf)
 	h, e := c.lookup(key)
 	now := c.now()
 	if e != nil {
 		if ttl, fresh := e.remaining(now); fresh {
-			if r, err := e.reply(m, ttl); err == nil {
-				c.hits.Add(1)
-				setOrigin(ctx, OriginCache)
-				c.maybePrefetch(e, ttl)
-				return r, nil
-			}
+			c.hits.Add(1)
+			c.maybePrefetch(e, ttl)
+			return e.appendTo(dst, ttl), OriginCache, nil
 		}
 		if !e.staleUsable(now, c.stale) {
 			e = nil
 		} else if now.UnixNano() < e.staleUntil.Load() {
-			if r, err := e.reply(m, cacheStaleTTL); err == nil {
-				c.staleServed.Add(1)
-				setOrigin(ctx, OriginStale)
-				return r, nil
-			}
+			c.staleServed.Add(1)
+			return e.appendTo(dst, cacheStaleTTL), OriginStale, nil
 		}
 	}
 	c.misses.Add(1)
 
-	call := c.join(ctx, h, key, IsTCP(ctx), func() *dns.Msg {
-		return cacheQuery(m.Question[0], do, m.CheckingDisabled)
+	call := c.join(ctx, h, key, tcp, func() (*dns.Msg, error) {
+		name, _, err := dns.UnpackDomainName(q.Raw, 0)
+		if err != nil {
+			return nil, fmt.Errorf("read question name: %w", err)
+		}
+		return upstreamQuery(name, q.Type, q.Class, q.DO, q.CD), nil
 	})
 	select {
 	case <-call.done:
@@ -372,128 +388,70 @@ func (c *Cache) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 		// Out of time with nothing from upstream: that is a failure too, as
 		// the forwarder reports it (RFC 8767's client response timer).
 		if e != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && e.staleUsable(c.now(), c.stale) {
-			if r, err := e.reply(m, cacheStaleTTL); err == nil {
-				c.staleServed.Add(1)
-				setOrigin(ctx, OriginStale)
-				return r, nil
-			}
+			c.staleServed.Add(1)
+			return e.appendTo(dst, cacheStaleTTL), OriginStale, nil
 		}
-		return nil, fmt.Errorf("wait for upstream: %w", ctx.Err())
+		return dst, OriginUpstream, fmt.Errorf("wait for upstream: %w", ctx.Err())
 	}
-	return c.answer(ctx, m, call, e)
+	return c.answer(dst, call, e)
 }
 
-// answer turns a finished upstream exchange into the reply for req, serving
-// stale when the exchange failed and stale is usable.
-func (c *Cache) answer(ctx context.Context, req *dns.Msg, call *cacheCall, stale *cacheEntry) (*dns.Msg, error) {
+// answer appends the reply a finished upstream exchange gave, serving stale
+// when the exchange failed and stale is usable.
+func (c *Cache) answer(dst []byte, call *cacheCall, stale *cacheEntry) ([]byte, Origin, error) {
 	if call.ent != nil {
 		ttl, fresh := call.ent.remaining(c.now())
 		if !fresh {
 			ttl = 1 // the clock moved past a TTL while we waited; still the newest answer.
 		}
-		if r, err := call.ent.reply(req, ttl); err == nil {
-			return r, nil
-		}
+		return call.ent.appendTo(dst, ttl), OriginUpstream, nil
 	}
-	if stale != nil && cacheFailed(call.msg, call.err) && stale.staleUsable(c.now(), c.stale) {
-		if r, err := stale.reply(req, cacheStaleTTL); err == nil {
-			c.staleServed.Add(1)
-			setOrigin(ctx, OriginStale)
-			return r, nil
-		}
+	if stale != nil && cacheFailed(call.rcode, call.err) && stale.staleUsable(c.now(), c.stale) {
+		c.staleServed.Add(1)
+		return stale.appendTo(dst, cacheStaleTTL), OriginStale, nil
 	}
-	if call.msg == nil {
-		return nil, call.err
+	if call.err != nil {
+		return dst, OriginUpstream, call.err
 	}
-	r := call.msg.Copy()
-	cachePatchReply(r, req)
-	return r, call.err
+	return append(dst, call.body...), OriginUpstream, nil
 }
 
 // cacheFailed reports whether an upstream result means "the upstreams are
 // failing", which is when serving stale is allowed.
-func cacheFailed(m *dns.Msg, err error) bool {
+func cacheFailed(rcode int, err error) bool {
 	if err != nil {
 		return !errors.Is(err, ErrOverloaded)
 	}
-	return m == nil || m.Rcode == dns.RcodeServerFailure
+	return rcode == dns.RcodeServerFailure
 }
 
-// reply builds the client's copy of the entry, every record with TTL ttl.
-// newEntry checked that wire unpacks, so an error here is not expected;
-// callers then treat the entry as absent.
-func (e *cacheEntry) reply(req *dns.Msg, ttl uint32) (*dns.Msg, error) {
-	// Patch the wire copy as the wire path does, so names compressed
-	// against the question come out in the client's case here too.
-	w := bytes.Clone(e.wire)
-	if len(req.Question) == 1 {
-		// Same length as the stored name: the keys matched. On error the
-		// stored case stays, which is still a correct answer.
-		dns.PackDomainName(req.Question[0].Name, w[:12+e.nameLen], 12, nil, false) //nolint:errcheck // see above
-	}
-	e.patch(w, req.Id, req.RecursionDesired, ttl)
-	r := new(dns.Msg)
-	if err := r.Unpack(w); err != nil {
-		return nil, fmt.Errorf("unpack cached reply: %w", err)
-	}
-	if opt := req.IsEdns0(); opt != nil { // stored replies have no OPT
-		r.SetEdns0(cacheEDNSSize, opt.Do())
-	}
-	return r, nil
-}
-
-// patch writes the client's ID and RD bit and the remaining TTL into w, a
-// copy of e.wire.
-func (e *cacheEntry) patch(w []byte, id uint16, rd bool, ttl uint32) {
-	binary.BigEndian.PutUint16(w, id)
-	w[2] &^= 0x01
-	if rd {
-		w[2] |= 0x01
-	}
+// appendTo appends the entry's reply to dst with every TTL set to ttl.
+func (e *cacheEntry) appendTo(dst []byte, ttl uint32) []byte {
+	start := len(dst)
+	dst = append(dst, e.wire...)
 	for _, off := range e.ttlOffs {
-		binary.BigEndian.PutUint32(w[off:], ttl)
+		binary.BigEndian.PutUint32(dst[start+int(off):], ttl)
 	}
+	return dst
 }
 
-// cachePatchReply gives r the client's ID, RD bit and question case, and an
-// OPT record exactly when the client sent one (RFC 6891 6.1.1).
-func cachePatchReply(r, req *dns.Msg) {
-	r.Id = req.Id
-	r.RecursionDesired = req.RecursionDesired
-	if len(r.Question) == 1 && len(req.Question) == 1 {
-		r.Question[0].Name = req.Question[0].Name
-	}
-	StripOPT(r)
-	if opt := req.IsEdns0(); opt != nil {
-		r.SetEdns0(cacheEDNSSize, opt.Do())
-	}
-}
-
-// cacheQuery is the query the cache sends upstream for q: no client ID, no
-// client EDNS options, only what the key says.
-func cacheQuery(q dns.Question, do, cd bool) *dns.Msg {
-	m := new(dns.Msg) // the forwarder gives it a fresh ID per try
-	m.RecursionDesired = true
-	m.CheckingDisabled = cd
-	m.Question = []dns.Question{q}
-	m.SetEdns0(cacheEDNSSize, do)
-	return m
-}
-
-// cacheCall is one upstream exchange shared by every identical miss.
+// cacheCall is one upstream exchange shared by every identical miss. Its
+// fields are read-only once done is closed.
 type cacheCall struct {
-	done chan struct{}
-	ent  *cacheEntry // set when the reply was stored
-	msg  *dns.Msg    // the upstream reply, read-only once done is closed
-	err  error
+	done  chan struct{}
+	ent   *cacheEntry // the reply, when it was stored
+	body  []byte      // the reply packed (ID 0, no OPT), when it was not stored
+	rcode int
+	err   error
 }
 
 // join returns the in-flight exchange for key, starting one when there is
 // none. TCP and UDP clients do not share: a UDP exchange may end truncated.
-// The exchange runs on its own goroutine with a context that keeps ctx's
-// values but not its cancellation, so one client giving up does not fail
-// the others.
-func (c *Cache) join(ctx context.Context, h uint64, key []byte, tcp bool, query func() *dns.Msg) *cacheCall {
+// query builds the upstream query; it runs before join returns, so it may
+// read the caller's packet. The exchange runs on its own goroutine with a
+// context that keeps ctx's values but not its cancellation, so one client
+// giving up does not fail the others.
+func (c *Cache) join(ctx context.Context, h uint64, key []byte, tcp bool, query func() (*dns.Msg, error)) *cacheCall {
 	var fbuf [cacheMaxKey + 1]byte
 	fk := append(fbuf[:0], key...)
 	if tcp {
@@ -514,26 +472,20 @@ func (c *Cache) join(ctx context.Context, h uint64, key []byte, tcp bool, query 
 	}
 	c.mu.Unlock()
 
-	q := query()
+	q, qerr := query()
 	ekey := bytes.Clone(key)
 	go func() {
 		if tracked {
 			defer c.bg.Done()
 		}
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RefreshTimeout)
-		defer cancel()
-		m, err := c.next.Exchange(uctx, q)
-		call.msg, call.err = m, err
-		if err == nil && m != nil {
-			if e := c.newEntry(m, ekey, q.Question[0]); e != nil {
-				c.lru.Add(h, e)
-				call.ent = e
-			}
-		} else if err != nil {
-			c.log.Debug("upstream exchange failed", zap.String("name", q.Question[0].Name),
-				zap.Uint16("type", q.Question[0].Qtype), zap.Error(err))
+		if qerr != nil {
+			call.err = qerr
+		} else {
+			c.fetch(ctx, call, q, ekey, tcp)
 		}
-		if call.ent == nil && cacheFailed(m, err) {
+		if call.ent != nil {
+			c.lru.Add(h, call.ent)
+		} else if cacheFailed(call.rcode, call.err) {
 			// Start the failure recheck timer on the entry we could not
 			// refresh, whoever is (or is not) still waiting.
 			if e, ok := c.lru.Peek(h); ok && e.matches(ekey) {
@@ -550,49 +502,76 @@ func (c *Cache) join(ctx context.Context, h uint64, key []byte, tcp bool, query 
 	return call
 }
 
-// newEntry builds the entry for an upstream reply, or nil when the reply
-// must not be stored.
-func (c *Cache) newEntry(m *dns.Msg, key []byte, q dns.Question) *cacheEntry {
-	why := ""
-	switch {
-	case m.Truncated:
-		why = "truncated"
-	case m.Rcode != dns.RcodeSuccess && m.Rcode != dns.RcodeNameError:
-		why = "rcode " + dns.RcodeToString[m.Rcode]
-	case len(m.Question) != 1 || m.Question[0].Qtype != q.Qtype || m.Question[0].Qclass != q.Qclass ||
-		!strings.EqualFold(m.Question[0].Name, q.Name):
-		why = "question mismatch"
+// fetch asks next for q and packs the reply once, into call.ent when it
+// may be stored and into call.body otherwise.
+func (c *Cache) fetch(ctx context.Context, call *cacheCall, q *dns.Msg, key []byte, tcp bool) {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RefreshTimeout)
+	defer cancel()
+	qq := q.Question[0]
+	m, err := c.next.Exchange(uctx, q, tcp)
+	if err == nil && m == nil {
+		err = errors.New("upstream returned no reply")
 	}
-	if why != "" {
+	if err != nil {
+		c.log.Debug("upstream exchange failed", zap.String("name", qq.Name), zap.Uint16("type", qq.Qtype), zap.Error(err))
+		call.err = err
+		return
+	}
+	call.rcode = m.Rcode
+	// The upstream's ID and OPT are not the client's: Finish adds those.
+	m.Id = 0
+	stripOPT(m)
+	if len(m.Question) == 0 {
+		// An error reply without a question: give it ours, so that the
+		// client's reply has one.
+		m.Question = q.Question
+	}
+	m.Compress = true
+	wire, err := m.Pack()
+	if err != nil {
+		call.err = fmt.Errorf("pack reply for %s: %w", qq.Name, err)
+		return
+	}
+	if c.store && cacheableType(qq.Qtype) {
+		call.ent = c.newEntry(m, wire, key, qq)
+	}
+	if call.ent == nil {
+		call.body = wire
+	}
+}
+
+// newEntry builds the entry for m, the upstream reply packed as wire, or
+// returns nil when it must not be stored.
+func (c *Cache) newEntry(m *dns.Msg, wire, key []byte, q dns.Question) *cacheEntry {
+	notCached := func(why string) *cacheEntry {
 		c.log.Debug("reply not cached", zap.String("name", q.Name), zap.Uint16("type", q.Qtype), zap.String("reason", why))
 		return nil
 	}
-
-	r := m.Copy()
-	r.Id = 0
-	r.Compress = true
-	StripOPT(r)
+	switch {
+	case m.Truncated:
+		return notCached("truncated")
+	case m.Rcode != dns.RcodeSuccess && m.Rcode != dns.RcodeNameError:
+		return notCached("rcode " + dns.RcodeToString[m.Rcode])
+	}
 
 	// Every record is served with one TTL, so it is the smallest of them.
 	ttl := ^uint32(0)
-	for _, s := range [...][]dns.RR{r.Answer, r.Ns, r.Extra} {
+	for _, s := range [...][]dns.RR{m.Answer, m.Ns, m.Extra} {
 		for _, rr := range s {
 			ttl = min(ttl, rr.Header().Ttl)
 		}
 	}
-	if m.Rcode == dns.RcodeNameError || len(r.Answer) == 0 {
+	if m.Rcode == dns.RcodeNameError || len(m.Answer) == 0 {
 		// RFC 2308 section 5: the negative TTL is min(SOA TTL, SOA MINIMUM).
 		var soa *dns.SOA
-		for _, rr := range r.Ns {
+		for _, rr := range m.Ns {
 			if s, ok := rr.(*dns.SOA); ok {
 				soa = s
 				break
 			}
 		}
 		if soa == nil {
-			c.log.Debug("reply not cached", zap.String("name", q.Name), zap.Uint16("type", q.Qtype),
-				zap.String("reason", "negative without SOA"))
-			return nil
+			return notCached("negative without SOA")
 		}
 		ttl = cacheClamp(min(ttl, soa.Minttl), c.minT, c.negT)
 	} else {
@@ -602,21 +581,12 @@ func (c *Cache) newEntry(m *dns.Msg, key []byte, q dns.Question) *cacheEntry {
 		return nil
 	}
 
-	wire, err := r.Pack()
-	if err != nil {
-		c.log.Debug("reply not cached", zap.String("name", q.Name), zap.Error(err))
-		return nil
-	}
+	// The walk checks the layout readers rely on; matches checks that the
+	// reply's question is the key's (hashes and upstreams can be wrong).
 	e := &cacheEntry{wire: wire, nameLen: len(key) - 5, flags: key[len(key)-1]}
 	offs, ok := cacheTTLOffsets(wire)
 	if !ok || len(wire) < 16+e.nameLen || !e.matches(key) {
-		c.log.Debug("reply not cached", zap.String("name", q.Name), zap.String("reason", "unexpected wire layout"))
-		return nil
-	}
-	// Hits unpack wire: make sure that works before storing it.
-	if err := new(dns.Msg).Unpack(wire); err != nil {
-		c.log.Debug("reply not cached", zap.String("name", q.Name), zap.Error(err))
-		return nil
+		return notCached("question mismatch or unexpected wire layout")
 	}
 	e.ttlOffs = offs
 	e.stored = c.now()
@@ -652,7 +622,7 @@ func cacheTTLOffsets(w []byte) ([]uint16, bool) {
 	rrs := int(binary.BigEndian.Uint16(w[6:])) + int(binary.BigEndian.Uint16(w[8:])) + int(binary.BigEndian.Uint16(w[10:]))
 	off := 12
 	for range qd {
-		n, ok := cacheSkipName(w, off)
+		n, ok := dnswire.SkipName(w, off)
 		if !ok || n+4 > len(w) {
 			return nil, false
 		}
@@ -660,7 +630,7 @@ func cacheTTLOffsets(w []byte) ([]uint16, bool) {
 	}
 	offs := make([]uint16, 0, rrs)
 	for range rrs {
-		n, ok := cacheSkipName(w, off)
+		n, ok := dnswire.SkipName(w, off)
 		if !ok || n+10 > len(w) {
 			return nil, false
 		}
@@ -672,23 +642,6 @@ func cacheTTLOffsets(w []byte) ([]uint16, bool) {
 		}
 	}
 	return offs, off == len(w)
-}
-
-// cacheSkipName returns the offset just past the name at off.
-func cacheSkipName(w []byte, off int) (int, bool) {
-	for off < len(w) {
-		l := w[off]
-		switch {
-		case l == 0:
-			return off + 1, true
-		case l&0xC0 == 0xC0:
-			return off + 2, off+2 <= len(w)
-		case l&0xC0 != 0:
-			return 0, false
-		}
-		off += 1 + int(l)
-	}
-	return 0, false
 }
 
 // maybePrefetch starts a background refresh of a popular entry in the last
@@ -724,84 +677,20 @@ func (c *Cache) prefetch(e *cacheEntry) {
 	var buf [cacheMaxKey]byte
 	key := e.keyInto(&buf)
 	h := maphash.Bytes(c.seed, key)
-	var q dns.Question
-	var m dns.Msg
-	if err := m.Unpack(e.wire); err != nil || len(m.Question) != 1 {
-		e.refreshing.Store(false)
-		return
-	}
-	q = m.Question[0]
-	do, cd := e.flags&cacheFlagDO != 0, e.flags&cacheFlagCD != 0
+	t := e.wire[12+e.nameLen:]
+	qtype, qclass := binary.BigEndian.Uint16(t), binary.BigEndian.Uint16(t[2:])
+	// newEntry's walk checked the stored name, so this does not fail.
+	name, _, err := dns.UnpackDomainName(e.wire, 12)
 	// Not the client's context: the client already has its answer.
-	call := c.join(context.Background(), h, key, false, func() *dns.Msg { return cacheQuery(q, do, cd) })
+	call := c.join(context.Background(), h, key, false, func() (*dns.Msg, error) {
+		if err != nil {
+			return nil, fmt.Errorf("read stored question name: %w", err)
+		}
+		return upstreamQuery(name, qtype, qclass, e.flags&cacheFlagDO != 0, e.flags&cacheFlagCD != 0), nil
+	})
 	<-call.done // join bounds the exchange with RefreshTimeout.
 	if call.ent == nil {
-		c.log.Debug("prefetch did not refresh", zap.String("name", q.Name), zap.Uint16("type", q.Qtype), zap.Error(call.err))
+		c.log.Debug("prefetch did not refresh", zap.String("name", name), zap.Uint16("type", qtype), zap.Error(call.err))
 		e.refreshing.Store(false) // let a later hit try again; the entry still serves.
 	}
-}
-
-// AppendHit is the allocation-free hit path for the wire server. When the
-// cache holds a fresh answer for the packed query req, it appends the packed
-// reply to dst (client's ID, RD bit, question case, remaining TTLs, and an
-// OPT record when the query had one) and returns true. Otherwise dst comes
-// back unchanged with false, and the caller takes the Exchange path, which
-// counts the miss. A UDP reply must fit the client's buffer (512 bytes
-// without EDNS); one that does not is left to the Exchange path, where the
-// server truncates it.
-func (c *Cache) AppendHit(dst, req []byte, tcp bool) ([]byte, bool) {
-	var q dnswire.Query
-	if dnswire.Parse(req, &q) != nil {
-		return dst, false
-	}
-	return c.AppendHitQuery(dst, &q, tcp)
-}
-
-// AppendHitQuery is AppendHit for a query the caller has parsed already.
-func (c *Cache) AppendHitQuery(dst []byte, q *dnswire.Query, tcp bool) ([]byte, bool) {
-	if !cacheableType(q.Type) {
-		return dst, false
-	}
-	var buf [cacheMaxKey]byte
-	n := copy(buf[:], q.Raw)
-	var flags byte
-	if q.CD {
-		flags |= cacheFlagCD
-	}
-	if q.DO {
-		flags |= cacheFlagDO
-	}
-	_, e := c.lookup(cacheFinishKey(&buf, n, q.Type, q.Class, flags))
-	if e == nil {
-		return dst, false
-	}
-	ttl, fresh := e.remaining(c.now())
-	if !fresh {
-		return dst, false
-	}
-	size, limit := len(e.wire), 512
-	if q.EDNS {
-		size += dnswire.OPTLen
-		limit = max(limit, int(q.UDPSize))
-	}
-	if tcp {
-		limit = 0xffff
-	}
-	if size > limit {
-		return dst, false
-	}
-	c.hits.Add(1)
-	c.maybePrefetch(e, ttl)
-
-	start := len(dst)
-	dst = append(dst, e.wire...)
-	out := dst[start:]
-	copy(out[12:12+e.nameLen], q.Raw)
-	e.patch(out, q.ID, q.RD, ttl)
-	if q.EDNS {
-		dst = dnswire.AppendOPT(dst, cacheEDNSSize, q.DO)
-		ar := binary.BigEndian.Uint16(dst[start+10:])
-		binary.BigEndian.PutUint16(dst[start+10:], ar+1)
-	}
-	return dst, true
 }

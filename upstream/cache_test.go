@@ -10,11 +10,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/sidedns/sidedns/dnswire"
 	"github.com/sidedns/sidedns/upstream"
 )
 
@@ -28,7 +30,7 @@ type cacheFakeUpstream struct {
 	last    *dns.Msg
 }
 
-func (f *cacheFakeUpstream) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
+func (f *cacheFakeUpstream) Exchange(ctx context.Context, q *dns.Msg, _ bool) (*dns.Msg, error) {
 	f.calls.Add(1)
 	f.mu.Lock()
 	h, gate := f.handler, f.gate
@@ -157,19 +159,70 @@ func cacheQ(name string, qtype uint16) *dns.Msg {
 	return m
 }
 
-func cacheAsk(tb testing.TB, c upstream.Exchanger, m *dns.Msg) *dns.Msg {
+// cacheParse packs m and parses it as the server does.
+func cacheParse(tb testing.TB, m *dns.Msg) *dnswire.Query {
+	tb.Helper()
+	pkt, err := m.Pack()
+	if err != nil {
+		tb.Fatalf("pack query: %v", err)
+	}
+	q := new(dnswire.Query)
+	if err := dnswire.Parse(pkt, q); err != nil {
+		tb.Fatalf("parse query %v: %v", m, err)
+	}
+	return q
+}
+
+// cacheFinish completes the reply body at out[start:] for q as the server
+// does and unpacks what the client gets.
+func cacheFinish(tb testing.TB, out []byte, start int, q *dnswire.Query, tcp bool) *dns.Msg {
+	tb.Helper()
+	out, ok := dnswire.Finish(out, start, q, false, dnswire.Limit(q, tcp))
+	if !ok {
+		tb.Fatalf("Finish: the cache's reply %x does not answer the query", out[start:])
+	}
+	r := new(dns.Msg)
+	if err := r.Unpack(out[start:]); err != nil {
+		tb.Fatalf("unpack reply: %v", err)
+	}
+	return r
+}
+
+// cacheResolve asks c for m as the server would (Parse, Resolve, Finish)
+// and returns what the client gets, and where it came from.
+func cacheResolve(ctx context.Context, tb testing.TB, c *upstream.Cache, m *dns.Msg, tcp bool) (*dns.Msg, upstream.Origin, error) {
+	tb.Helper()
+	q := cacheParse(tb, m)
+	out, from, err := c.Resolve(ctx, []byte("prefix"), q, tcp)
+	if string(out[:6]) != "prefix" {
+		tb.Fatalf("Resolve overwrote dst: %q", out[:6])
+	}
+	if err != nil {
+		if len(out) != 6 {
+			tb.Fatalf("Resolve failed with %v but appended %d bytes", err, len(out)-6)
+		}
+		return nil, from, err
+	}
+	return cacheFinish(tb, out, 6, q, tcp), from, nil
+}
+
+// cacheAsk resolves m over UDP and checks what every reply must carry.
+func cacheAsk(tb testing.TB, c *upstream.Cache, m *dns.Msg) *dns.Msg {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r, err := c.Exchange(ctx, m)
+	r, _, err := cacheResolve(ctx, tb, c, m, false)
 	if err != nil {
-		tb.Fatalf("Exchange %s: %v", m.Question[0].Name, err)
+		tb.Fatalf("Resolve %s: %v", m.Question[0].Name, err)
 	}
 	if r.Id != m.Id {
 		tb.Fatalf("reply ID %d, want the query's %d", r.Id, m.Id)
 	}
 	if len(r.Question) != 1 || r.Question[0] != m.Question[0] {
 		tb.Fatalf("reply question %v, want %v", r.Question, m.Question)
+	}
+	if !r.RecursionAvailable || r.Authoritative {
+		tb.Fatalf("reply RA %v AA %v, want RA and no AA on a forwarded answer", r.RecursionAvailable, r.Authoritative)
 	}
 	return r
 }
@@ -207,23 +260,27 @@ func cacheWantCalls(tb testing.TB, f *cacheFakeUpstream, want int64) {
 	}
 }
 
-func cacheEventually(tb testing.TB, what string, cond func() bool) {
+// cacheSettled waits until every goroutine of the test's synctest bubble
+// (clients, flights, prefetches) is blocked or gone, then requires cond.
+func cacheSettled(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
+	synctest.Wait()
+	if !cond() {
+		tb.Fatalf("not so once the cache settled: %s", what)
 	}
 }
 
 func TestCacheHitCountsDown(t *testing.T) {
 	// No prefetch: the hit at one second left would start one.
 	c, f, clk := cacheSetup(t, upstream.CacheConfig{PrefetchHits: -1})
-	cacheWantTTL(t, cacheAsk(t, c, cacheQ("web.example.", dns.TypeA)), 300)
+	if _, from, err := cacheResolve(context.Background(), t, c, cacheQ("web.example.", dns.TypeA), false); err != nil || from != upstream.OriginUpstream {
+		t.Fatalf("first query: from %v, error %v; want upstream", from, err)
+	}
 	clk.Advance(100*time.Second + 500*time.Millisecond)
-	r := cacheAsk(t, c, cacheQ("web.example.", dns.TypeA))
+	r, from, err := cacheResolve(context.Background(), t, c, cacheQ("web.example.", dns.TypeA), false)
+	if err != nil || from != upstream.OriginCache {
+		t.Fatalf("second query: from %v, error %v; want the cache", from, err)
+	}
 	cacheWantTTL(t, r, 200)
 	if a, ok := r.Answer[0].(*dns.A); !ok || !a.A.Equal(net.IPv4(192, 0, 2, 1)) {
 		t.Fatalf("answer %v, want A 192.0.2.1", r.Answer)
@@ -321,15 +378,16 @@ func TestCacheNegative(t *testing.T) {
 
 func TestCacheNotCachedAndKeepsGoodEntry(t *testing.T) {
 	tests := []struct {
-		name     string
-		upstream func(q *dns.Msg) (*dns.Msg, error)
-		rcode    int
-		wantErr  error
+		name      string
+		upstream  func(q *dns.Msg) (*dns.Msg, error)
+		rcode     int
+		truncated bool
+		wantErr   error
 	}{
-		{"truncated", cacheAnswerRcode(dns.RcodeSuccess, true), dns.RcodeSuccess, nil},
-		{"SERVFAIL", cacheAnswerRcode(dns.RcodeServerFailure, false), dns.RcodeServerFailure, nil},
-		{"REFUSED", cacheAnswerRcode(dns.RcodeRefused, false), dns.RcodeRefused, nil},
-		{"error", cacheAnswerErr(upstream.ErrAllFailed), 0, upstream.ErrAllFailed},
+		{"truncated", cacheAnswerRcode(dns.RcodeSuccess, true), dns.RcodeSuccess, true, nil},
+		{"SERVFAIL", cacheAnswerRcode(dns.RcodeServerFailure, false), dns.RcodeServerFailure, false, nil},
+		{"REFUSED", cacheAnswerRcode(dns.RcodeRefused, false), dns.RcodeRefused, false, nil},
+		{"error", cacheAnswerErr(upstream.ErrAllFailed), 0, false, upstream.ErrAllFailed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -339,12 +397,13 @@ func TestCacheNotCachedAndKeepsGoodEntry(t *testing.T) {
 			// Not cached: every query goes upstream.
 			f.set(tt.upstream)
 			for range 2 {
-				r, err := c.Exchange(context.Background(), cacheQ("bad.example.", dns.TypeA))
+				r, _, err := cacheResolve(context.Background(), t, c, cacheQ("bad.example.", dns.TypeA), false)
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("error %v, want %v", err, tt.wantErr)
 				}
-				if err == nil && r.Rcode != tt.rcode {
-					t.Fatalf("rcode %s, want %s", dns.RcodeToString[r.Rcode], dns.RcodeToString[tt.rcode])
+				if err == nil && (r.Rcode != tt.rcode || r.Truncated != tt.truncated) {
+					t.Fatalf("rcode %s TC %v, want %s TC %v", dns.RcodeToString[r.Rcode], r.Truncated,
+						dns.RcodeToString[tt.rcode], tt.truncated)
 				}
 			}
 			cacheWantCalls(t, f, 2)
@@ -358,7 +417,7 @@ func TestCacheNotCachedAndKeepsGoodEntry(t *testing.T) {
 			cacheAsk(t, c, cacheQ("good.example.", dns.TypeA))
 			clk.Advance(61 * time.Second)
 			f.set(tt.upstream)
-			c.Exchange(context.Background(), cacheQ("good.example.", dns.TypeA)) //nolint:errcheck // checked above
+			cacheResolve(context.Background(), t, c, cacheQ("good.example.", dns.TypeA), false) //nolint:errcheck // checked above
 			if c.Len() != 1 {
 				t.Fatalf("Len %d, want the good entry kept", c.Len())
 			}
@@ -367,21 +426,22 @@ func TestCacheNotCachedAndKeepsGoodEntry(t *testing.T) {
 }
 
 func TestCacheErrorDoesNotReplaceOnPrefetch(t *testing.T) {
-	c, f, clk := cacheSetup(t, upstream.CacheConfig{})
-	f.set(cacheAnswerA(100))
-	q := cacheQ("keep.example.", dns.TypeA)
-	cacheAsk(t, c, q)
-	f.set(cacheAnswerRcode(dns.RcodeServerFailure, false))
-	clk.Advance(95 * time.Second)
-	cacheAsk(t, c, q)
-	cacheAsk(t, c, q) // popular and near expiry: prefetch, which gets SERVFAIL
-	cacheEventually(t, "the prefetch", func() bool { return f.calls.Load() == 2 })
-	time.Sleep(10 * time.Millisecond) // let the prefetch finish storing nothing
-	r := cacheAsk(t, c, q)
-	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
-		t.Fatalf("after a failed prefetch got %v, want the cached answer", r)
-	}
-	cacheWantTTL(t, r, 5)
+	synctest.Test(t, func(t *testing.T) {
+		c, f, clk := cacheSetup(t, upstream.CacheConfig{})
+		f.set(cacheAnswerA(100))
+		q := cacheQ("keep.example.", dns.TypeA)
+		cacheAsk(t, c, q)
+		f.set(cacheAnswerRcode(dns.RcodeServerFailure, false))
+		clk.Advance(95 * time.Second)
+		cacheAsk(t, c, q)
+		cacheAsk(t, c, q) // popular and near expiry: prefetch, which gets SERVFAIL
+		cacheSettled(t, "the prefetch has run", func() bool { return f.calls.Load() == 2 })
+		r := cacheAsk(t, c, q)
+		if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Fatalf("after a failed prefetch got %v, want the cached answer", r)
+		}
+		cacheWantTTL(t, r, 5)
+	})
 }
 
 func TestCacheKey(t *testing.T) {
@@ -430,8 +490,8 @@ func TestCacheForwardsDOAndCD(t *testing.T) {
 	if o := q.IsEdns0(); o == nil || !o.Do() || !q.CheckingDisabled {
 		t.Fatalf("upstream query %v, want DO and CD set", q)
 	}
-	if o := r.IsEdns0(); o == nil || !o.Do() {
-		t.Fatalf("reply %v, want an OPT with DO", r)
+	if o := r.IsEdns0(); o == nil || !o.Do() || !r.CheckingDisabled {
+		t.Fatalf("reply %v, want CD and an OPT with DO", r)
 	}
 	// A client without EDNS gets no OPT (RFC 6891), from the cache too.
 	for range 2 {
@@ -444,6 +504,11 @@ func TestCacheForwardsDOAndCD(t *testing.T) {
 
 func TestCachePreservesCaseAndID(t *testing.T) {
 	c, f, _ := cacheSetup(t, upstream.CacheConfig{})
+	f.set(func(q *dns.Msg) (*dns.Msg, error) { // an upstream that claims AA: not ours to pass on
+		r, err := cacheAnswerA(300)(q)
+		r.Authoritative = true
+		return r, err
+	})
 	for i, name := range []string{"MiXeD.ExAmPlE.", "mixed.example.", "MIXED.EXAMPLE.", "mIxEd.eXaMpLe."} {
 		m := cacheQ(name, dns.TypeA)
 		m.Id = uint16(1000 + i)
@@ -460,165 +525,176 @@ func TestCachePreservesCaseAndID(t *testing.T) {
 }
 
 func TestCacheCoalescesMisses(t *testing.T) {
-	c, f, _ := cacheSetup(t, upstream.CacheConfig{})
-	gate := make(chan struct{})
-	f.mu.Lock()
-	f.gate = gate
-	f.mu.Unlock()
+	synctest.Test(t, func(t *testing.T) {
+		c, f, _ := cacheSetup(t, upstream.CacheConfig{})
+		gate := make(chan struct{})
+		f.mu.Lock()
+		f.gate = gate
+		f.mu.Unlock()
 
-	const clients = 100
-	var wg sync.WaitGroup
-	errs := make(chan error, clients)
-	for i := range clients {
-		wg.Go(func() {
-			// Each client its own case and ID: each must get its own copy.
-			name := "cold.example."
-			if i%2 == 1 {
-				name = "COLD.example."
-			}
-			m := cacheQ(name, dns.TypeA)
-			m.Id = uint16(i)
-			r, err := c.Exchange(context.Background(), m)
-			switch {
-			case err != nil:
-				errs <- err
-			case r.Id != m.Id || r.Question[0].Name != name:
-				errs <- fmt.Errorf("client %d got ID %d question %s", i, r.Id, r.Question[0].Name)
-			case len(r.Answer) != 1:
-				errs <- fmt.Errorf("client %d got %d answers", i, len(r.Answer))
-			default:
-				r.Answer[0].Header().Ttl = 1 // a private copy: must not show up elsewhere
-			}
-		})
-	}
-	cacheEventually(t, "every client to wait", func() bool { return c.Stats().Coalesced == clients-1 })
-	close(gate)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	cacheWantCalls(t, f, 1)
-	cacheWantTTL(t, cacheAsk(t, c, cacheQ("cold.example.", dns.TypeA)), 300)
+		const clients = 100
+		var wg sync.WaitGroup
+		errs := make(chan error, clients)
+		for i := range clients {
+			wg.Go(func() {
+				// Each client its own case and ID: each must get its own copy.
+				name := "cold.example."
+				if i%2 == 1 {
+					name = "COLD.example."
+				}
+				m := cacheQ(name, dns.TypeA)
+				m.Id = uint16(i)
+				r, _, err := cacheResolve(context.Background(), t, c, m, false)
+				switch {
+				case err != nil:
+					errs <- err
+				case r.Id != m.Id || r.Question[0].Name != name:
+					errs <- fmt.Errorf("client %d got ID %d question %s", i, r.Id, r.Question[0].Name)
+				case len(r.Answer) != 1:
+					errs <- fmt.Errorf("client %d got %d answers", i, len(r.Answer))
+				default:
+					r.Answer[0].Header().Ttl = 1 // a private copy: must not show up elsewhere
+				}
+			})
+		}
+		cacheSettled(t, "every other client waits for the first", func() bool { return c.Stats().Coalesced == clients-1 })
+		close(gate)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		cacheWantCalls(t, f, 1)
+		cacheWantTTL(t, cacheAsk(t, c, cacheQ("cold.example.", dns.TypeA)), 300)
+	})
 }
 
 func TestCacheWaiterContext(t *testing.T) {
-	c, f, _ := cacheSetup(t, upstream.CacheConfig{})
-	gate := make(chan struct{})
-	f.mu.Lock()
-	f.gate = gate
-	f.mu.Unlock()
+	synctest.Test(t, func(t *testing.T) {
+		c, f, _ := cacheSetup(t, upstream.CacheConfig{})
+		gate := make(chan struct{})
+		f.mu.Lock()
+		f.gate = gate
+		f.mu.Unlock()
 
-	first := make(chan error, 1)
-	go func() {
-		_, err := c.Exchange(context.Background(), cacheQ("slow.example.", dns.TypeA))
-		first <- err
-	}()
-	cacheEventually(t, "the upstream query", func() bool { return f.calls.Load() == 1 })
+		first := make(chan error, 1)
+		go func() {
+			_, _, err := cacheResolve(context.Background(), t, c, cacheQ("slow.example.", dns.TypeA), false)
+			first <- err
+		}()
+		cacheSettled(t, "the upstream query is out", func() bool { return f.calls.Load() == 1 })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	if _, err := c.Exchange(ctx, cacheQ("slow.example.", dns.TypeA)); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("impatient waiter got %v, want its deadline", err)
-	}
-	close(gate)
-	if err := <-first; err != nil {
-		t.Fatalf("patient client: %v", err)
-	}
-	cacheWantCalls(t, f, 1)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		if _, _, err := cacheResolve(ctx, t, c, cacheQ("slow.example.", dns.TypeA), false); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("impatient waiter got %v, want its deadline", err)
+		}
+		close(gate)
+		if err := <-first; err != nil {
+			t.Fatalf("patient client: %v", err)
+		}
+		cacheWantCalls(t, f, 1)
+	})
 }
 
 func TestCacheLeaderCancelDoesNotFailOthers(t *testing.T) {
-	c, f, _ := cacheSetup(t, upstream.CacheConfig{})
-	gate := make(chan struct{})
-	f.mu.Lock()
-	f.gate = gate
-	f.mu.Unlock()
+	synctest.Test(t, func(t *testing.T) {
+		c, f, _ := cacheSetup(t, upstream.CacheConfig{})
+		gate := make(chan struct{})
+		f.mu.Lock()
+		f.gate = gate
+		f.mu.Unlock()
 
-	ctx, cancel := context.WithCancel(context.Background())
-	leader := make(chan error, 1)
-	go func() {
-		_, err := c.Exchange(ctx, cacheQ("lead.example.", dns.TypeA))
-		leader <- err
-	}()
-	cacheEventually(t, "the upstream query", func() bool { return f.calls.Load() == 1 })
-	follower := make(chan error, 1)
-	go func() {
-		_, err := c.Exchange(context.Background(), cacheQ("lead.example.", dns.TypeA))
-		follower <- err
-	}()
-	cacheEventually(t, "the follower to join", func() bool { return c.Stats().Coalesced == 1 })
-	cancel()
-	if err := <-leader; !errors.Is(err, context.Canceled) {
-		t.Fatalf("leader got %v, want canceled", err)
-	}
-	close(gate)
-	if err := <-follower; err != nil {
-		t.Fatalf("follower: %v", err)
-	}
+		ctx, cancel := context.WithCancel(context.Background())
+		leader := make(chan error, 1)
+		go func() {
+			_, _, err := cacheResolve(ctx, t, c, cacheQ("lead.example.", dns.TypeA), false)
+			leader <- err
+		}()
+		cacheSettled(t, "the upstream query is out", func() bool { return f.calls.Load() == 1 })
+		follower := make(chan error, 1)
+		go func() {
+			_, _, err := cacheResolve(context.Background(), t, c, cacheQ("lead.example.", dns.TypeA), false)
+			follower <- err
+		}()
+		cacheSettled(t, "the follower joined", func() bool { return c.Stats().Coalesced == 1 })
+		cancel()
+		if err := <-leader; !errors.Is(err, context.Canceled) {
+			t.Fatalf("leader got %v, want canceled", err)
+		}
+		close(gate)
+		if err := <-follower; err != nil {
+			t.Fatalf("follower: %v", err)
+		}
+	})
 }
 
 func TestCacheTCPAndUDPMissesDoNotShare(t *testing.T) {
-	c, f, _ := cacheSetup(t, upstream.CacheConfig{})
-	gate := make(chan struct{})
-	f.mu.Lock()
-	f.gate = gate
-	f.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, ctx := range []context.Context{context.Background(), upstream.WithTCP(context.Background())} {
-		wg.Go(func() { c.Exchange(ctx, cacheQ("t.example.", dns.TypeA)) }) //nolint:errcheck // counts only
-	}
-	cacheEventually(t, "two upstream queries", func() bool { return f.calls.Load() == 2 })
-	close(gate)
-	wg.Wait()
+	synctest.Test(t, func(t *testing.T) {
+		c, f, _ := cacheSetup(t, upstream.CacheConfig{})
+		gate := make(chan struct{})
+		f.mu.Lock()
+		f.gate = gate
+		f.mu.Unlock()
+		var wg sync.WaitGroup
+		for _, tcp := range []bool{false, true} {
+			wg.Go(func() { cacheResolve(context.Background(), t, c, cacheQ("t.example.", dns.TypeA), tcp) }) //nolint:errcheck // counts only
+		}
+		cacheSettled(t, "two upstream queries are out", func() bool { return f.calls.Load() == 2 })
+		close(gate)
+		wg.Wait()
+	})
 }
 
 func TestCachePrefetch(t *testing.T) {
-	c, f, clk := cacheSetup(t, upstream.CacheConfig{})
-	f.set(cacheAnswerA(100))
-	q := cacheQ("hot.example.", dns.TypeA)
-	cacheAsk(t, c, q) // miss, stored at t0
-	clk.Advance(50 * time.Second)
-	cacheAsk(t, c, q) // hit 1: not near expiry
-	cacheWantCalls(t, f, 1)
+	synctest.Test(t, func(t *testing.T) {
+		c, f, clk := cacheSetup(t, upstream.CacheConfig{})
+		f.set(cacheAnswerA(100))
+		q := cacheQ("hot.example.", dns.TypeA)
+		cacheAsk(t, c, q) // miss, stored at t0
+		clk.Advance(50 * time.Second)
+		cacheAsk(t, c, q) // hit 1: not near expiry
+		cacheWantCalls(t, f, 1)
 
-	clk.Advance(41 * time.Second) // t0+91: in the last tenth of the TTL
-	cacheWantTTL(t, cacheAsk(t, c, q), 9)
-	cacheEventually(t, "the prefetch", func() bool { return f.calls.Load() == 2 })
-	cacheEventually(t, "the refreshed entry", func() bool {
-		return cacheTTLs(cacheAsk(t, c, q))[0] == 100
+		clk.Advance(41 * time.Second) // t0+91: in the last tenth of the TTL
+		cacheWantTTL(t, cacheAsk(t, c, q), 9)
+		cacheSettled(t, "the prefetch has run", func() bool { return f.calls.Load() == 2 })
+		cacheWantTTL(t, cacheAsk(t, c, q), 100) // the refreshed entry
+		if st := c.Stats(); st.Prefetches != 1 || st.Misses != 1 {
+			t.Fatalf("stats %+v, want one prefetch and one miss", st)
+		}
+
+		clk.Advance(10 * time.Second) // past the original expiry (t0+100)
+		cacheWantTTL(t, cacheAsk(t, c, q), 90)
+		cacheWantCalls(t, f, 2)
+		if st := c.Stats(); st.Misses != 1 {
+			t.Fatalf("stats %+v, want no new miss", st)
+		}
 	})
-	if st := c.Stats(); st.Prefetches != 1 || st.Misses != 1 {
-		t.Fatalf("stats %+v, want one prefetch and one miss", st)
-	}
-
-	clk.Advance(10 * time.Second) // past the original expiry (t0+100)
-	cacheWantTTL(t, cacheAsk(t, c, q), 90)
-	cacheWantCalls(t, f, 2)
-	if st := c.Stats(); st.Misses != 1 {
-		t.Fatalf("stats %+v, want no new miss", st)
-	}
 }
 
 func TestCachePrefetchOncePerEntry(t *testing.T) {
-	c, f, clk := cacheSetup(t, upstream.CacheConfig{})
-	gate := make(chan struct{})
-	q := cacheQ("busy.example.", dns.TypeA)
-	cacheAsk(t, c, q)
-	f.mu.Lock()
-	f.gate = gate
-	f.mu.Unlock()
-	clk.Advance(295 * time.Second)
-	for range 50 {
+	synctest.Test(t, func(t *testing.T) {
+		c, f, clk := cacheSetup(t, upstream.CacheConfig{})
+		gate := make(chan struct{})
+		q := cacheQ("busy.example.", dns.TypeA)
 		cacheAsk(t, c, q)
-	}
-	cacheEventually(t, "the prefetch", func() bool { return f.calls.Load() == 2 })
-	close(gate)
-	cacheEventually(t, "the refreshed entry", func() bool { return cacheTTLs(cacheAsk(t, c, q))[0] == 300 })
-	cacheWantCalls(t, f, 2)
-	if st := c.Stats(); st.Prefetches != 1 {
-		t.Fatalf("stats %+v, want exactly one prefetch", st)
-	}
+		f.mu.Lock()
+		f.gate = gate
+		f.mu.Unlock()
+		clk.Advance(295 * time.Second)
+		for range 50 {
+			cacheAsk(t, c, q)
+		}
+		cacheSettled(t, "one prefetch waits upstream", func() bool { return f.calls.Load() == 2 })
+		close(gate)
+		synctest.Wait()
+		cacheWantTTL(t, cacheAsk(t, c, q), 300) // the refreshed entry
+		cacheWantCalls(t, f, 2)
+		if st := c.Stats(); st.Prefetches != 1 {
+			t.Fatalf("stats %+v, want exactly one prefetch", st)
+		}
+	})
 }
 
 func TestCachePrefetchDisabled(t *testing.T) {
@@ -657,11 +733,11 @@ func TestCacheServeStale(t *testing.T) {
 			cacheAsk(t, c, q)
 			clk.Advance(60*time.Second + tt.advance)
 			f.set(tt.fail)
-			r, err := c.Exchange(context.Background(), q)
+			r, from, err := cacheResolve(context.Background(), t, c, q, false)
 			cacheWantCalls(t, f, 2) // refresh first, always
 			if tt.wantStale {
-				if err != nil {
-					t.Fatalf("want a stale answer, got error %v", err)
+				if err != nil || from != upstream.OriginStale {
+					t.Fatalf("want a stale answer, got origin %v error %v", from, err)
 				}
 				if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || r.Id != q.Id {
 					t.Fatalf("want the stale answer, got %v", r)
@@ -723,16 +799,16 @@ func TestCacheStaleOnClientDeadline(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	r, err := c.Exchange(ctx, q)
-	if err != nil {
-		t.Fatalf("want the stale answer when the client's time runs out, got %v", err)
+	r, from, err := cacheResolve(ctx, t, c, q, false)
+	if err != nil || from != upstream.OriginStale {
+		t.Fatalf("want the stale answer when the client's time runs out, got origin %v error %v", from, err)
 	}
 	cacheWantTTL(t, r, 30)
 
 	// Canceled is not a deadline: the client is gone, no answer needed.
 	ctx, cancel = context.WithCancel(context.Background())
 	cancel()
-	if _, err := c.Exchange(ctx, q); !errors.Is(err, context.Canceled) {
+	if _, _, err := cacheResolve(ctx, t, c, q, false); !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled client got %v, want canceled", err)
 	}
 }
@@ -762,35 +838,67 @@ func TestCacheEviction(t *testing.T) {
 	cacheWantCalls(t, f, 3)
 	cacheAsk(t, c, cacheQ("a.example.", dns.TypeA)) // evicted: a miss
 	cacheWantCalls(t, f, 4)
-
-	if n := c.Resize(1); n != 1 || c.Len() != 1 {
-		t.Fatalf("Resize evicted %d, Len %d; want 1 and 1", n, c.Len())
-	}
 }
 
+// Meta types are passed through, never stored.
 func TestCachePassThrough(t *testing.T) {
 	c, f, _ := cacheSetup(t, upstream.CacheConfig{})
-	for _, m := range []*dns.Msg{
-		cacheQ("zone.example.", dns.TypeAXFR),
-		cacheQ("any.example.", dns.TypeANY),
-		func() *dns.Msg { m := cacheQ("n.example.", dns.TypeSOA); m.Opcode = dns.OpcodeNotify; return m }(),
-	} {
-		for range 2 {
-			if _, err := c.Exchange(context.Background(), m); err != nil {
-				t.Fatal(err)
-			}
-		}
+	for range 2 {
+		cacheAsk(t, c, cacheQ("any.example.", dns.TypeANY))
 	}
-	cacheWantCalls(t, f, 6)
+	cacheWantCalls(t, f, 2)
 	if c.Len() != 0 {
 		t.Fatalf("Len %d, want nothing cached", c.Len())
 	}
 }
 
+// A negative Size (--cache-size 0) stores nothing: every query goes
+// upstream and gets the upstream's TTLs, but identical misses still share
+// one exchange.
+func TestCacheStoringOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, f, _ := cacheSetup(t, upstream.CacheConfig{Size: -1})
+		f.set(func(q *dns.Msg) (*dns.Msg, error) {
+			r, err := cacheAnswerA(300)(q)
+			r.Answer = append(r.Answer, &dns.A{
+				Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 7},
+				A:   net.IPv4(192, 0, 2, 2).To4(),
+			})
+			return r, err
+		})
+		for range 2 {
+			r := cacheAsk(t, c, cacheQ("off.example.", dns.TypeA))
+			if ttls := cacheTTLs(r); len(ttls) != 2 || ttls[0] != 300 || ttls[1] != 7 {
+				t.Fatalf("TTLs %v, want the upstream's [300 7]", ttls)
+			}
+		}
+		cacheWantCalls(t, f, 2)
+		if _, ok := c.AppendHit(nil, cacheParse(t, cacheQ("off.example.", dns.TypeA))); ok || c.Len() != 0 {
+			t.Fatalf("AppendHit hit %v, Len %d; want nothing stored", ok, c.Len())
+		}
+
+		gate := make(chan struct{})
+		f.mu.Lock()
+		f.gate = gate
+		f.mu.Unlock()
+		var wg sync.WaitGroup
+		for range 10 {
+			wg.Go(func() {
+				if _, _, err := cacheResolve(context.Background(), t, c, cacheQ("off.example.", dns.TypeA), false); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		cacheSettled(t, "every other client waits for the first", func() bool { return c.Stats().Coalesced == 9 })
+		close(gate)
+		wg.Wait()
+		cacheWantCalls(t, f, 3)
+	})
+}
+
 func TestNewCacheRejectsBadConfig(t *testing.T) {
 	f := &cacheFakeUpstream{}
 	for _, cfg := range []upstream.CacheConfig{
-		{Size: -1},
 		{MinTTL: 2 * time.Hour, MaxTTL: time.Hour},
 		{MinTTL: -time.Second},
 	} {
@@ -803,19 +911,16 @@ func TestNewCacheRejectsBadConfig(t *testing.T) {
 	}
 }
 
-// cacheWireQuery packs a query with the given ID and optional EDNS.
-func cacheWireQuery(tb testing.TB, name string, qtype uint16, id uint16, edns, do bool) []byte {
+// cacheWireQuery is a query with the given ID and optional EDNS, parsed as
+// the server parses it.
+func cacheWireQuery(tb testing.TB, name string, qtype uint16, id uint16, edns, do bool) *dnswire.Query {
 	tb.Helper()
 	m := cacheQ(name, qtype)
 	m.Id = id
 	if edns {
 		m.SetEdns0(1232, do)
 	}
-	b, err := m.Pack()
-	if err != nil {
-		tb.Fatalf("pack query: %v", err)
-	}
-	return b
+	return cacheParse(tb, m)
 }
 
 func TestCacheAppendHit(t *testing.T) {
@@ -824,7 +929,7 @@ func TestCacheAppendHit(t *testing.T) {
 	// Cold: no hit, nothing appended.
 	dst := []byte("prefix")
 	req := cacheWireQuery(t, "Wire.Example.", dns.TypeA, 7, false, false)
-	if out, ok := c.AppendHit(dst, req, false); ok || string(out) != "prefix" {
+	if out, ok := c.AppendHit(dst, req); ok || string(out) != "prefix" {
 		t.Fatalf("cold AppendHit = %q, %v; want the prefix and false", out, ok)
 	}
 	cacheAsk(t, c, cacheQ("wire.example.", dns.TypeA))
@@ -842,7 +947,7 @@ func TestCacheAppendHit(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req := cacheWireQuery(t, "WiRe.ExAmPlE.", dns.TypeA, 4242, tt.edns, tt.do)
-			out, ok := c.AppendHit(dst, req, false)
+			out, ok := c.AppendHit(dst, req)
 			if ok != tt.hit {
 				t.Fatalf("AppendHit ok %v, want %v", ok, tt.hit)
 			}
@@ -852,11 +957,9 @@ func TestCacheAppendHit(t *testing.T) {
 			if string(out[:6]) != "prefix" {
 				t.Fatalf("dst prefix overwritten: %q", out[:6])
 			}
-			r := new(dns.Msg)
-			if err := r.Unpack(out[6:]); err != nil {
-				t.Fatalf("unpack reply: %v", err)
-			}
-			if r.Id != 4242 || !r.Response || !r.RecursionDesired || r.Question[0].Name != "WiRe.ExAmPlE." {
+			r := cacheFinish(t, out, 6, req, false)
+			if r.Id != 4242 || !r.Response || !r.RecursionDesired || !r.RecursionAvailable || r.Authoritative ||
+				r.Question[0].Name != "WiRe.ExAmPlE." {
 				t.Fatalf("reply header/question wrong: %v", r)
 			}
 			if r.Answer[0].Header().Name != "WiRe.ExAmPlE." {
@@ -870,19 +973,26 @@ func TestCacheAppendHit(t *testing.T) {
 	}
 	cacheWantCalls(t, f, 1)
 
-	// Expired: left to the Exchange path.
+	// Expired: left to Resolve.
 	clk.Advance(300 * time.Second)
-	if _, ok := c.AppendHit(nil, req, false); ok {
+	if _, ok := c.AppendHit(nil, req); ok {
 		t.Fatal("AppendHit served an expired entry")
+	}
+	// A query whose question did not parse is never a hit.
+	if _, ok := c.AppendHit(nil, &dnswire.Query{}); ok {
+		t.Fatal("AppendHit answered a query without a question")
 	}
 }
 
-func TestCacheAppendHitSizeLimit(t *testing.T) {
+// The cache hands out whole replies; a UDP client gets what fits its buffer,
+// with TC (Finish's cut), and TCP or a large EDNS buffer gets all of it.
+func TestCacheHitFitsTheClient(t *testing.T) {
 	c, f, _ := cacheSetup(t, upstream.CacheConfig{})
+	const n = 60 // about 960 bytes: over 512
 	f.set(func(q *dns.Msg) (*dns.Msg, error) {
 		r := new(dns.Msg)
 		r.SetReply(q)
-		for i := range 60 { // about 960 bytes: over 512
+		for i := range n {
 			r.Answer = append(r.Answer, &dns.A{
 				Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300},
 				A:   netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}).AsSlice(),
@@ -894,42 +1004,20 @@ func TestCacheAppendHitSizeLimit(t *testing.T) {
 	for _, tt := range []struct {
 		name      string
 		edns, tcp bool
-		want      bool
+		whole     bool
 	}{
 		{"UDP without EDNS", false, false, false},
 		{"UDP with EDNS 1232", true, false, true},
 		{"TCP", false, true, true},
 	} {
 		req := cacheWireQuery(t, "big.example.", dns.TypeA, 1, tt.edns, false)
-		if _, ok := c.AppendHit(nil, req, tt.tcp); ok != tt.want {
-			t.Errorf("%s: AppendHit ok %v, want %v", tt.name, ok, tt.want)
+		out, ok := c.AppendHit(nil, req)
+		if !ok {
+			t.Fatalf("%s: AppendHit missed", tt.name)
 		}
-	}
-}
-
-func TestCacheAppendHitRejectsOddQueries(t *testing.T) {
-	c, _, _ := cacheSetup(t, upstream.CacheConfig{})
-	cacheAsk(t, c, cacheQ("odd.example.", dns.TypeA))
-	good := cacheWireQuery(t, "odd.example.", dns.TypeA, 1, true, false)
-	if _, ok := c.AppendHit(nil, good, false); !ok {
-		t.Fatal("plain query missed")
-	}
-	mutate := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), good...)) }
-	for name, req := range map[string][]byte{
-		"empty":          nil,
-		"short":          good[:14],
-		"response bit":   mutate(func(b []byte) []byte { b[2] |= 0x80; return b }),
-		"opcode notify":  mutate(func(b []byte) []byte { b[2] |= 4 << 3; return b }),
-		"two questions":  mutate(func(b []byte) []byte { b[5] = 2; return b }),
-		"answer count":   mutate(func(b []byte) []byte { b[7] = 1; return b }),
-		"truncated OPT":  good[:len(good)-3],
-		"trailing bytes": append(append([]byte(nil), good...), 0),
-		"EDNS version 1": mutate(func(b []byte) []byte { b[len(b)-5] = 1; return b }),
-		"label too long": mutate(func(b []byte) []byte { b[12] = 64; return b }),
-		"pointer":        mutate(func(b []byte) []byte { b[12] = 0xC0; return b }),
-	} {
-		if _, ok := c.AppendHit(nil, req, false); ok {
-			t.Errorf("%s: AppendHit answered", name)
+		r := cacheFinish(t, out, 0, req, tt.tcp)
+		if whole := len(r.Answer) == n && !r.Truncated; whole != tt.whole || r.Truncated == tt.whole {
+			t.Errorf("%s: %d answers, TC %v; want whole %v", tt.name, len(r.Answer), r.Truncated, tt.whole)
 		}
 	}
 }
@@ -940,7 +1028,7 @@ type cacheLoopbackExchanger struct {
 	client *dns.Client
 }
 
-func (l *cacheLoopbackExchanger) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+func (l *cacheLoopbackExchanger) Exchange(ctx context.Context, m *dns.Msg, _ bool) (*dns.Msg, error) {
 	r, _, err := l.client.ExchangeContext(ctx, m, l.addr)
 	if err != nil {
 		return nil, fmt.Errorf("exchange with %s: %w", l.addr, err)
@@ -948,34 +1036,37 @@ func (l *cacheLoopbackExchanger) Exchange(ctx context.Context, m *dns.Msg) (*dns
 	return r, nil
 }
 
-// cacheLoopbackServer starts a miekg/dns server on 127.0.0.1:0 that answers
-// A queries and counts them.
-func cacheLoopbackServer(tb testing.TB) (addr string, count *atomic.Int64) {
+// cacheLoopbackServer starts a miekg/dns server on 127.0.0.1:0 (UDP and
+// TCP) that answers with answer and counts the queries.
+func cacheLoopbackServer(tb testing.TB, answer func(q *dns.Msg) (*dns.Msg, error)) (addr string, count *atomic.Int64) {
 	tb.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("listen: %v", err)
 	}
-	count = new(atomic.Int64)
-	answer := cacheAnswerA(300)
-	started := make(chan struct{})
-	srv := &dns.Server{
-		PacketConn:        pc,
-		NotifyStartedFunc: func() { close(started) },
-		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-			count.Add(1)
-			r, _ := answer(q)
-			w.WriteMsg(r) //nolint:errcheck // the client notices
-		}),
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		tb.Fatalf("listen: %v", err)
 	}
-	go srv.ActivateAndServe() //nolint:errcheck // stopped in Cleanup
-	<-started
-	tb.Cleanup(func() { srv.Shutdown() }) //nolint:errcheck // best effort
+	count = new(atomic.Int64)
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		count.Add(1)
+		r, _ := answer(q)
+		w.WriteMsg(r) //nolint:errcheck // the client notices
+	})
+	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go srv.ActivateAndServe() //nolint:errcheck // stopped in Cleanup
+		<-started
+		tb.Cleanup(func() { srv.Shutdown() }) //nolint:errcheck // best effort
+	}
 	return pc.LocalAddr().String(), count
 }
 
 func TestCacheOverLoopback(t *testing.T) {
-	addr, count := cacheLoopbackServer(t)
+	addr, count := cacheLoopbackServer(t, cacheAnswerA(300))
 	ex := &cacheLoopbackExchanger{addr: addr, client: &dns.Client{Net: "udp", Timeout: 2 * time.Second}}
 	c, err := upstream.NewCache(ex, upstream.CacheConfig{Logger: zaptest.NewLogger(t)})
 	if err != nil {
@@ -989,21 +1080,106 @@ func TestCacheOverLoopback(t *testing.T) {
 		}
 	}
 	req := cacheWireQuery(t, "lOOp.example.", dns.TypeA, 99, true, false)
-	out, ok := c.AppendHit(nil, req, false)
+	out, ok := c.AppendHit(nil, req)
 	if !ok {
 		t.Fatal("wire hit missed")
 	}
-	r := new(dns.Msg)
-	if err := r.Unpack(out); err != nil || r.Id != 99 || r.Question[0].Name != "lOOp.example." {
-		t.Fatalf("wire reply %v, err %v", r, err)
+	if r := cacheFinish(t, out, 0, req, false); r.Id != 99 || r.Question[0].Name != "lOOp.example." {
+		t.Fatalf("wire reply %v", r)
 	}
 	if got := count.Load(); got != 1 {
 		t.Fatalf("server saw %d queries, want 1", got)
 	}
 }
 
-// FuzzCacheAppendHit feeds arbitrary packets to the wire hit path: it must
-// never panic, and a hit must be a well-formed reply to that packet.
+// cacheOverForwarder is a cache in front of a real Forwarder and a loopback
+// upstream that answers with answer.
+func cacheOverForwarder(tb testing.TB, cfg upstream.CacheConfig, answer func(q *dns.Msg) (*dns.Msg, error)) (*upstream.Cache, *atomic.Int64) {
+	tb.Helper()
+	addr, count := cacheLoopbackServer(tb, answer)
+	spec, err := upstream.ParseSpec(addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fwd, err := upstream.NewForwarder(upstream.Config{Servers: []upstream.Spec{spec}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { fwd.Close() }) //nolint:errcheck // always nil
+	c, err := upstream.NewCache(fwd, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() }) //nolint:errcheck // always nil
+	return c, count
+}
+
+// What goes upstream is built from the question alone, and what comes back
+// is the client's reply: its ID, case, RD and CD, RA, no AA, and an OPT
+// exactly when it sent one; the upstream's ID, AA and OPT stay behind.
+func TestCacheOverForwarder(t *testing.T) {
+	var mu sync.Mutex
+	var seen []*dns.Msg
+	c, _ := cacheOverForwarder(t, upstream.CacheConfig{Logger: zaptest.NewLogger(t)}, func(q *dns.Msg) (*dns.Msg, error) {
+		mu.Lock()
+		seen = append(seen, q.Copy())
+		mu.Unlock()
+		r, err := cacheAnswerA(300)(q)
+		r.Question[0].Name = strings.ToLower(r.Question[0].Name)
+		r.Authoritative = true
+		r.SetEdns0(4096, false)
+		return r, err
+	})
+	tests := []struct {
+		name         string
+		edns, do, cd bool
+		rd           bool
+	}{
+		{name: "plain", rd: true},
+		{name: "no RD", rd: false},
+		{name: "EDNS", edns: true, rd: true},
+		{name: "EDNS with DO and CD", edns: true, do: true, cd: true, rd: true},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for j := range 2 { // a miss, then a hit
+				m := cacheQ(fmt.Sprintf("Fwd-%d.ExAmPlE.", i), dns.TypeA)
+				m.Id = uint16(100*i + j)
+				m.RecursionDesired, m.CheckingDisabled = tt.rd, tt.cd
+				if tt.edns {
+					m.SetEdns0(4096, tt.do)
+					// Options are for this hop only.
+					m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0123456789abcdef"})
+				}
+				r := cacheAsk(t, c, m) // ID, question, RA, no AA
+				if r.RecursionDesired != tt.rd || r.CheckingDisabled != tt.cd {
+					t.Errorf("reply RD %v CD %v, want the query's %v %v", r.RecursionDesired, r.CheckingDisabled, tt.rd, tt.cd)
+				}
+				if r.Answer[0].Header().Name != m.Question[0].Name {
+					t.Errorf("answer owner %q, want the client's %q", r.Answer[0].Header().Name, m.Question[0].Name)
+				}
+				o := r.IsEdns0()
+				if (o != nil) != tt.edns || (o != nil && (o.UDPSize() != dnswire.MaxUDPSize || o.Do() != tt.do || len(o.Option) != 0)) {
+					t.Errorf("reply OPT %v, want present %v with size %d DO %v", o, tt.edns, dnswire.MaxUDPSize, tt.do)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(seen) != i+1 {
+				t.Fatalf("upstream saw %d queries, want %d", len(seen), i+1)
+			}
+			u := seen[i]
+			o := u.IsEdns0()
+			if u.Id == uint16(100*i) || !u.RecursionDesired || u.CheckingDisabled != tt.cd ||
+				o == nil || o.UDPSize() != dnswire.MaxUDPSize || o.Do() != tt.do || len(o.Option) != 0 || len(u.Extra) != 1 {
+				t.Errorf("upstream query %v, want a fresh ID, RD, CD %v, and only our OPT (DO %v)", u, tt.cd, tt.do)
+			}
+		})
+	}
+}
+
+// FuzzCacheAppendHit feeds arbitrary packets through Parse to the hit path
+// and Finish: no panic, and a hit is a well-formed reply to that packet.
 func FuzzCacheAppendHit(f *testing.F) {
 	c, _, _ := cacheSetup(f, upstream.CacheConfig{PrefetchHits: -1})
 	for _, n := range []string{"fuzz.example.", "a.b.c.example."} {
@@ -1011,27 +1187,48 @@ func FuzzCacheAppendHit(f *testing.F) {
 		m := cacheQ(n, dns.TypeA)
 		m.SetEdns0(1232, false)
 		cacheAsk(f, c, m)
-		f.Add(cacheWireQuery(f, strings.ToUpper(n), dns.TypeA, 1, false, false), false)
-		f.Add(cacheWireQuery(f, n, dns.TypeA, 2, true, false), true)
+		for _, edns := range []bool{false, true} {
+			m := cacheQ(strings.ToUpper(n), dns.TypeA)
+			if edns {
+				m.SetEdns0(1232, false)
+			}
+			b, err := m.Pack()
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b, edns)
+		}
 	}
 	f.Fuzz(func(t *testing.T, req []byte, tcp bool) {
-		out, ok := c.AppendHit(nil, req, tcp)
+		var q dnswire.Query
+		if dnswire.Parse(req, &q) != nil {
+			return
+		}
+		out, ok := c.AppendHit(nil, &q)
 		if !ok {
 			if len(out) != 0 {
 				t.Fatalf("miss appended %d bytes", len(out))
 			}
 			return
 		}
+		out, ok = dnswire.Finish(out, 0, &q, false, dnswire.Limit(&q, tcp))
+		if !ok {
+			t.Fatalf("Finish rejected a cached reply")
+		}
+		if len(out) > dnswire.Limit(&q, tcp) {
+			t.Fatalf("reply of %d bytes over the limit %d", len(out), dnswire.Limit(&q, tcp))
+		}
 		r := new(dns.Msg)
 		if err := r.Unpack(out); err != nil {
 			t.Fatalf("hit is not a valid message: %v", err)
 		}
-		q := new(dns.Msg)
-		if err := q.Unpack(req); err != nil {
+		m := new(dns.Msg)
+		if err := m.Unpack(req); err != nil {
 			t.Fatalf("answered a query miekg cannot parse: %v", err)
 		}
-		if r.Id != q.Id || !r.Response || len(r.Question) != 1 || r.Question[0] != q.Question[0] {
-			t.Fatalf("reply %v does not answer %v", r, q)
+		if r.Id != m.Id || !r.Response || r.Authoritative || !r.RecursionAvailable ||
+			len(r.Question) != 1 || r.Question[0] != m.Question[0] || (r.IsEdns0() != nil) != q.EDNS {
+			t.Fatalf("reply %v does not answer %v", r, m)
 		}
 	})
 }

@@ -35,6 +35,8 @@ type fakeUpstream struct {
 
 	mu   sync.Mutex
 	seen []seenQuery
+	// arrived has a token after each query, for waits on the next one.
+	arrived chan struct{}
 }
 
 // setHandler switches the fake's behaviour.
@@ -48,6 +50,7 @@ func (f *fakeUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	f.mu.Lock()
 	f.seen = append(f.seen, seenQuery{Net: network, Msg: r.Copy()})
 	f.mu.Unlock()
+	poke(f.arrived)
 	(*f.handler.Load())(w, r)
 }
 
@@ -86,7 +89,7 @@ func (l countingListener) Accept() (net.Conn, error) {
 // startFake starts a fake upstream on UDP and TCP of one loopback port.
 func startFake(tb testing.TB, h dns.HandlerFunc) *fakeUpstream {
 	tb.Helper()
-	f := &fakeUpstream{}
+	f := &fakeUpstream{arrived: make(chan struct{}, 1)}
 	f.setHandler(h)
 	var (
 		pc  net.PacketConn
@@ -119,7 +122,7 @@ func startFake(tb testing.TB, h dns.HandlerFunc) *fakeUpstream {
 func startTLSFake(tb testing.TB, serverName string, h dns.HandlerFunc) (*fakeUpstream, *x509.CertPool) {
 	tb.Helper()
 	cert, pool := selfSigned(tb, serverName)
-	f := &fakeUpstream{}
+	f := &fakeUpstream{arrived: make(chan struct{}, 1)}
 	f.setHandler(h)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -214,11 +217,9 @@ func answerRcode(rcode int) dns.HandlerFunc {
 // blackhole never answers, like a server behind a dropped route.
 func blackhole(dns.ResponseWriter, *dns.Msg) {}
 
-// query builds a client query with RD set.
+// query builds the query the cache would send upstream for name and qtype.
 func query(name string, qtype uint16) *dns.Msg {
-	m := new(dns.Msg)
-	m.SetQuestion(name, qtype)
-	return m
+	return upstreamQuery(name, qtype, dns.ClassINET, false, false)
 }
 
 // firstA returns the first A record's address in r, or "".
@@ -231,15 +232,25 @@ func firstA(r *dns.Msg) string {
 	return ""
 }
 
-// eventually polls cond until it holds or 3 s pass.
-func eventually(tb testing.TB, what string, cond func() bool) {
+// waitOn checks cond each time changed has a token, until it holds or 3 s
+// pass.
+func waitOn(tb testing.TB, changed <-chan struct{}, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.After(3 * time.Second)
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-changed:
+		case <-deadline:
 			tb.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// poke leaves a token in ch unless one is already there.
+func poke(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 

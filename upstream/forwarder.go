@@ -12,6 +12,8 @@ import (
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
+
+	"github.com/sidedns/sidedns/dnswire"
 )
 
 // Defaults for Config.
@@ -205,12 +207,14 @@ func (f *Forwarder) Close() error {
 	return nil
 }
 
-// Exchange forwards m and returns the reply with m's ID and question (so the
-// client's 0x20 case survives). It forwards over TCP when IsTCP(ctx) or the
-// server is tcp:// or tls://. Errors: ErrOverloaded past MaxConcurrent;
-// ErrAllFailed when no upstream answered usefully; ctx's error when the
-// caller gave up. m is not modified.
-func (f *Forwarder) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+// Exchange sends m, a query built by upstreamQuery, and returns the first
+// useful reply exactly as the upstream sent it (checked against m by
+// matchReply; its ID and OPT are the upstream's). Each try gets a fresh
+// random ID; m is not modified. It forwards over TCP when tcp is set (the
+// client came over TCP) or the server is tcp:// or tls://. Errors:
+// ErrOverloaded past MaxConcurrent; ErrAllFailed when no upstream answered
+// usefully; ctx's error when the caller gave up.
+func (f *Forwarder) Exchange(ctx context.Context, m *dns.Msg, tcp bool) (*dns.Msg, error) {
 	if len(m.Question) != 1 {
 		return nil, fmt.Errorf("forward query: %d questions, want 1", len(m.Question))
 	}
@@ -225,14 +229,13 @@ func (f *Forwarder) Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) 
 	if len(list) == 0 {
 		return nil, fmt.Errorf("forward %s: %w (no upstream servers)", m.Question[0].Name, ErrAllFailed)
 	}
-	q, clientOPT := upstreamQuery(m)
-	tcp := IsTCP(ctx)
+	q := *m // shallow: each try writes its own ID into q, not into m
 
 	var lastErr error
 	for _, s := range candidates(list) {
-		r, err := f.try(ctx, s, q, tcp)
+		r, err := f.try(ctx, s, &q, tcp)
 		if err == nil {
-			return toClient(r, m, clientOPT), nil
+			return r, nil
 		}
 		if cerr := callerDone(ctx); cerr != nil {
 			return nil, ctxErr(cerr, m)
@@ -324,37 +327,16 @@ func leastFailed(list []*server) *server {
 	return best
 }
 
-// upstreamQuery copies m for sending upstream, with our EDNS0: a 1232-byte
-// buffer and the client's DO bit. The rest of the client's additional
-// section (its EDNS options and cookies, a TSIG) belongs to the hop that
-// ends here, so it is not forwarded. It reports whether m had an OPT record.
-func upstreamQuery(m *dns.Msg) (*dns.Msg, bool) {
-	q := &dns.Msg{MsgHdr: m.MsgHdr, Question: m.Question}
-	q.Response, q.Rcode = false, dns.RcodeSuccess
-	opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
-	opt.SetUDPSize(ednsSize)
-	had := false
-	if o := m.IsEdns0(); o != nil {
-		had = true
-		opt.SetDo(o.Do())
-	}
-	q.Extra = []dns.RR{opt}
-	return q, had
-}
-
-// toClient gives r the client's ID and question, and drops the OPT we added
-// when the client sent none (RFC 6891: no OPT in the reply then).
-func toClient(r, m *dns.Msg, clientOPT bool) *dns.Msg {
-	r.Id = m.Id
-	if len(r.Question) == 1 {
-		r.Question[0] = m.Question[0]
-	} else {
-		r.Question = append(r.Question[:0], m.Question[0])
-	}
-	if !clientOPT {
-		StripOPT(r)
-	}
-	return r
+// upstreamQuery is the query sidedns sends upstream for one question: RD,
+// our EDNS0 (MaxUDPSize, no options) and the client's DO and CD bits. The
+// rest of a client's query (its ID, EDNS options and cookies, a TSIG)
+// belongs to the hop that ends at sidedns, so nothing else is copied.
+func upstreamQuery(name string, qtype, qclass uint16, do, cd bool) *dns.Msg {
+	m := &dns.Msg{Question: []dns.Question{{Name: name, Qtype: qtype, Qclass: qclass}}}
+	m.RecursionDesired = true
+	m.CheckingDisabled = cd
+	m.SetEdns0(dnswire.MaxUDPSize, do)
+	return m
 }
 
 // ServerStat is a snapshot of one upstream's counters, for metrics.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -55,7 +58,7 @@ func deadUDP(tb testing.TB) Spec {
 
 func exchange(tb testing.TB, f *Forwarder, ctx context.Context, name string) (*dns.Msg, error) {
 	tb.Helper()
-	return f.Exchange(ctx, query(name, dns.TypeA))
+	return f.Exchange(ctx, query(name, dns.TypeA), false)
 }
 
 func TestForwarderFailover(t *testing.T) {
@@ -158,9 +161,12 @@ func TestForwarderAllDownFailsOpen(t *testing.T) {
 func TestForwarderProbeRecovery(t *testing.T) {
 	first := startFake(t, blackhole)
 	second := startFake(t, answerA("192.0.2.2"))
+	// The forwarder logs "upstream up" once it marks the server up.
+	logged := make(chan struct{}, 1)
 	f := newForwarder(t, Config{
 		Servers: []Spec{first.spec(ProtoUDP), second.spec(ProtoUDP)},
 		Timeout: 100 * time.Millisecond,
+		Logger:  zaptest.NewLogger(t, zaptest.WrapOptions(zap.Hooks(func(zapcore.Entry) error { poke(logged); return nil }))),
 	})
 
 	if _, err := exchange(t, f, context.Background(), "one.test."); err != nil {
@@ -178,9 +184,9 @@ func TestForwarderProbeRecovery(t *testing.T) {
 		t.Fatalf("down upstream got %d queries, want 0", n)
 	}
 	// The probe keeps asking the down server and finds it back.
-	eventually(t, "a probe", func() bool { return len(first.queries(".")) > 0 })
+	waitOn(t, first.arrived, "a probe", func() bool { return len(first.queries(".")) > 0 })
 	first.setHandler(answerA("192.0.2.1"))
-	eventually(t, "the first upstream to come back", func() bool { return f.ServerStats()[0].Up })
+	waitOn(t, logged, "the first upstream to come back", func() bool { return f.ServerStats()[0].Up })
 
 	r, err = exchange(t, f, context.Background(), "three.test.")
 	if err != nil || firstA(r) != "192.0.2.1" {
@@ -267,11 +273,7 @@ func TestForwarderTransport(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			up := startFake(t, answerA("192.0.2.1"))
 			f := newForwarder(t, Config{Servers: []Spec{up.spec(tt.proto)}})
-			ctx := context.Background()
-			if tt.tcp {
-				ctx = WithTCP(ctx)
-			}
-			if _, err := exchange(t, f, ctx, "t.test."); err != nil {
+			if _, err := f.Exchange(context.Background(), query("t.test.", dns.TypeA), tt.tcp); err != nil {
 				t.Fatalf("Exchange: %v", err)
 			}
 			if got := nets(up.queries("t.test.")); len(got) != 1 || got[0] != tt.want {
@@ -318,19 +320,12 @@ func TestForwarderReplacesStaleTCPConnection(t *testing.T) {
 	}
 }
 
+// The forwarder sends the query it is given, each try with a fresh ID, and
+// returns the upstream's reply as it came. (What the client then sees, ID,
+// case and OPT, is the cache's and Finish's; see TestCacheOverForwarder.)
 func TestForwarderUpstreamMessage(t *testing.T) {
-	tests := []struct {
-		name    string
-		edns    bool // the client sent an OPT record
-		do      bool
-		wantOPT bool // the reply to the client has one
-	}{
-		{name: "no EDNS", edns: false, wantOPT: false},
-		{name: "EDNS 4096", edns: true, wantOPT: true},
-		{name: "EDNS with DO", edns: true, do: true, wantOPT: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	for _, do := range []bool{false, true} {
+		t.Run(fmt.Sprintf("DO %v", do), func(t *testing.T) {
 			up := startFake(t, func(w dns.ResponseWriter, r *dns.Msg) {
 				m := new(dns.Msg)
 				m.SetReply(r)
@@ -343,26 +338,20 @@ func TestForwarderUpstreamMessage(t *testing.T) {
 
 			const queries = 5
 			for range queries {
-				q := query("WwW.ExAmPlE.TeSt.", dns.TypeA)
+				q := upstreamQuery("WwW.ExAmPlE.TeSt.", dns.TypeA, dns.ClassINET, do, false)
 				q.Id = 4242
-				if tt.edns {
-					q.SetEdns0(4096, tt.do)
-				}
-				r, err := f.Exchange(context.Background(), q)
+				r, err := f.Exchange(context.Background(), q, false)
 				if err != nil {
 					t.Fatalf("Exchange: %v", err)
 				}
-				if r.Id != 4242 {
-					t.Errorf("reply ID %d, want the client's 4242", r.Id)
+				if r.Id == 4242 || r.Question[0].Name != "www.example.test." {
+					t.Errorf("reply ID %d question %q, want the upstream's own", r.Id, r.Question[0].Name)
 				}
-				if r.Question[0].Name != "WwW.ExAmPlE.TeSt." {
-					t.Errorf("reply question %q, want the client's case", r.Question[0].Name)
+				if o := r.IsEdns0(); o == nil || o.UDPSize() != 4096 {
+					t.Errorf("reply OPT %v, want the upstream's", o)
 				}
-				if got := r.IsEdns0() != nil; got != tt.wantOPT {
-					t.Errorf("reply has OPT = %v, want %v", got, tt.wantOPT)
-				}
-				if q.Id != 4242 || q.Question[0].Name != "WwW.ExAmPlE.TeSt." || (q.IsEdns0() != nil) != tt.edns {
-					t.Errorf("client query was modified: %v", q)
+				if q.Id != 4242 || q.Question[0].Name != "WwW.ExAmPlE.TeSt." {
+					t.Errorf("query was modified: %v", q)
 				}
 			}
 
@@ -374,14 +363,11 @@ func TestForwarderUpstreamMessage(t *testing.T) {
 			for _, s := range seen {
 				ids[s.Msg.Id] = true
 				if s.Msg.Id == 4242 {
-					t.Errorf("upstream message carries the client's ID")
+					t.Errorf("upstream message carries the caller's ID")
 				}
 				opt := s.Msg.IsEdns0()
-				if opt == nil {
-					t.Fatalf("upstream message has no EDNS0")
-				}
-				if opt.UDPSize() != 1232 || opt.Do() != tt.do {
-					t.Errorf("upstream EDNS0 size %d DO %v, want 1232 DO %v", opt.UDPSize(), opt.Do(), tt.do)
+				if opt == nil || opt.UDPSize() != 1232 || opt.Do() != do {
+					t.Errorf("upstream EDNS0 %v, want size 1232 DO %v", opt, do)
 				}
 				if !s.Msg.RecursionDesired {
 					t.Errorf("upstream message lost RD")
@@ -626,7 +612,7 @@ func TestForwarderRejectsMultipleQuestions(t *testing.T) {
 	f := newForwarder(t, Config{Servers: []Spec{up.spec(ProtoUDP)}})
 	m := query("a.test.", dns.TypeA)
 	m.Question = append(m.Question, m.Question[0])
-	if _, err := f.Exchange(context.Background(), m); err == nil {
+	if _, err := f.Exchange(context.Background(), m, false); err == nil {
 		t.Fatal("Exchange with two questions succeeded")
 	}
 }
@@ -638,7 +624,7 @@ func BenchmarkForwarderUDP(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := f.Exchange(ctx, q); err != nil {
+		if _, err := f.Exchange(ctx, q, false); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -17,15 +17,10 @@ import (
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
-
-	"github.com/sidedns/sidedns/dnswire"
 )
 
-// ednsSize is the UDP payload size we advertise upstream: the DNS Flag Day
-// 2020 value, which avoids IP fragmentation on ordinary paths.
-const ednsSize = dnswire.EDNSSize
-
-// udpBufSize is the read buffer for UDP replies. It exceeds ednsSize so that
+// udpBufSize is the read buffer for UDP replies. It exceeds the
+// dnswire.MaxUDPSize we advertise so that
 // a server that ignores our EDNS size still fits; a reply that fills the
 // buffer is treated as truncated and retried over TCP.
 const udpBufSize = 4096
@@ -185,9 +180,7 @@ func (s *server) probeUntilUp() {
 // probe asks for ". NS", which any resolver has cached; any reply, whatever
 // its rcode, shows the server is alive.
 func (s *server) probe() error {
-	q := new(dns.Msg)
-	q.SetQuestion(".", dns.TypeNS)
-	q.SetEdns0(ednsSize, false)
+	q := upstreamQuery(".", dns.TypeNS, dns.ClassINET, false, false)
 	q.Id = newID()
 	_, err := s.exchange(s.ctx, q, time.Now().Add(s.opts.probeTO), false)
 	return err
@@ -508,11 +501,4 @@ func (p *pool) close() {
 	p.closed = true
 	p.mu.Unlock()
 	p.drain()
-}
-
-// idleCount is for tests.
-func (p *pool) idleCount() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.idle)
 }

@@ -1,8 +1,9 @@
 package upstream
 
 import (
-	"context"
+	"net"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/miekg/dns"
@@ -50,22 +51,52 @@ func TestMatchReply(t *testing.T) {
 	}
 }
 
-// Pooled conns idle past the idle timeout are not reused: the server has
-// likely closed them.
+// Pooled conns idle past the idle timeout are closed, not reused: the server
+// has likely closed them. The bubble's clock makes the boundary exact.
 func TestPoolIdleExpiry(t *testing.T) {
-	up := startFake(t, answerA("192.0.2.1"))
-	f := newForwarder(t, Config{Servers: []Spec{up.spec(ProtoTCP)}, IdleTimeout: 20 * time.Millisecond})
-	for i, name := range []string{"a.test.", "b.test."} {
-		if i > 0 {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if _, err := exchange(t, f, context.Background(), name); err != nil {
-			t.Fatalf("Exchange %s: %v", name, err)
-		}
+	const idle = 20 * time.Millisecond
+	tests := []struct {
+		name   string
+		wait   time.Duration
+		reused bool
+	}{
+		{"idle for the timeout", idle, true},
+		{"idle past the timeout", idle + time.Nanosecond, false},
 	}
-	if n := up.accepted.Load(); n != 2 {
-		t.Fatalf("upstream accepted %d connections, want 2 (the idle one expired)", n)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				// IdleTimeout reaches the pools through the config.
+				f := newForwarder(t, Config{Servers: []Spec{{Proto: ProtoTCP, Addr: "127.0.0.1:1"}}, IdleTimeout: idle})
+				p := &(*f.servers.Load())[0].stream
+				c := &closeConn{}
+				p.put(c)
+				time.Sleep(tt.wait)
+				got := p.get()
+				if reused := got == net.Conn(c); reused != tt.reused || c.closed == tt.reused {
+					t.Errorf("after %v idle: reused %v, closed %v; want reused %v", tt.wait, reused, c.closed, tt.reused)
+				}
+				if n := p.idleCount(); n != 0 {
+					t.Errorf("pool still holds %d conns", n)
+				}
+			})
+		})
 	}
+}
+
+// closeConn is a net.Conn that only records Close, for pool tests.
+type closeConn struct {
+	net.Conn
+	closed bool
+}
+
+func (c *closeConn) Close() error { c.closed = true; return nil }
+
+// idleCount is the number of idle conns in the pool.
+func (p *pool) idleCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle)
 }
 
 func TestPoolBounded(t *testing.T) {

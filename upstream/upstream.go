@@ -9,10 +9,11 @@ import (
 	"github.com/miekg/dns"
 )
 
-// Exchanger sends a query and returns the reply. The Forwarder and the Cache
-// both implement it, so the Cache can wrap the Forwarder and tests can wrap either.
+// Exchanger sends a query upstream and returns the reply, which is the
+// caller's to modify. tcp says the client came over TCP, so the query goes
+// over TCP too. The Forwarder implements it; the Cache sits in front of one.
 type Exchanger interface {
-	Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error)
+	Exchange(ctx context.Context, m *dns.Msg, tcp bool) (*dns.Msg, error)
 }
 
 // ErrOverloaded means the bound on outstanding upstream queries was reached;
@@ -23,10 +24,9 @@ var ErrOverloaded = errors.New("too many outstanding upstream queries")
 // network error); the server answers SERVFAIL, or the cache serves stale.
 var ErrAllFailed = errors.New("all upstreams failed")
 
-// StripOPT removes the OPT record from m, in place: a reply to a query that
-// had none must not carry one (RFC 6891 7), and cached replies get the
-// client's own later.
-func StripOPT(m *dns.Msg) {
+// stripOPT removes the OPT record from m, in place: an upstream's OPT
+// describes that hop, and Finish gives the client its own (RFC 6891 7).
+func stripOPT(m *dns.Msg) {
 	kept := m.Extra[:0]
 	for _, rr := range m.Extra {
 		if rr.Header().Rrtype != dns.TypeOPT {
@@ -35,19 +35,6 @@ func StripOPT(m *dns.Msg) {
 	}
 	clear(m.Extra[len(kept):])
 	m.Extra = kept
-}
-
-type tcpKey struct{}
-
-// WithTCP marks ctx as coming from a TCP client, so the query is forwarded over TCP.
-func WithTCP(ctx context.Context) context.Context {
-	return context.WithValue(ctx, tcpKey{}, true)
-}
-
-// IsTCP reports whether ctx was marked by WithTCP.
-func IsTCP(ctx context.Context) bool {
-	v, _ := ctx.Value(tcpKey{}).(bool)
-	return v
 }
 
 // Origin says where a forwarded answer came from, for metrics and the query log.
@@ -67,18 +54,4 @@ func (o Origin) String() string {
 		return "stale"
 	}
 	return "upstream"
-}
-
-type originKey struct{}
-
-// WithOrigin lets the caller learn where the answer came from: the cache
-// writes to *o; it stays OriginUpstream otherwise.
-func WithOrigin(ctx context.Context, o *Origin) context.Context {
-	return context.WithValue(ctx, originKey{}, o)
-}
-
-func setOrigin(ctx context.Context, o Origin) {
-	if p, ok := ctx.Value(originKey{}).(*Origin); ok {
-		*p = o
-	}
 }

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sidedns/sidedns/cluster"
+	"github.com/sidedns/sidedns/control"
 	"github.com/sidedns/sidedns/ops"
 	"github.com/sidedns/sidedns/recordsfile"
 	"github.com/sidedns/sidedns/resolver"
@@ -154,6 +155,13 @@ type layers struct {
 	fileWait *recordsfile.Watcher
 }
 
+// Publish takes the Docker topology; with AnswerSet, layers is a
+// control.Target.
+func (l *layers) Publish(t resolver.Topology) { l.setLocal(t) }
+
+// AnswerSet is the resolver's.
+func (l *layers) AnswerSet(name string) []resolver.Answer { return l.res.AnswerSet(name) }
+
 func (l *layers) setLocal(t resolver.Topology) {
 	l.mu.Lock()
 	l.local = t
@@ -241,16 +249,13 @@ func (a *app) startCluster(cfg config) error {
 	return nil
 }
 
-// publishLocal takes a Docker topology: into the layers when they exist.
-func (a *app) publishLocal(t resolver.Topology) {
+// publishTarget is where the Docker topology (with the control API's
+// overrides) goes: the layers when they exist, else the resolver.
+func (a *app) publishTarget() control.Target {
 	if a.layers != nil {
-		a.layers.setLocal(t)
-		return
+		return a.layers
 	}
-	a.res.Publish(t)
-	if a.ops != nil {
-		a.ops.Refresh() // after the publish, so the page shows the new table
-	}
+	return a.res
 }
 
 // reloadCluster re-reads the records file (SIGHUP).

@@ -15,7 +15,10 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/sidedns/sidedns/control"
 	"github.com/sidedns/sidedns/dnsserver"
+	"github.com/sidedns/sidedns/dockerwatch"
+	"github.com/sidedns/sidedns/resolver"
 	"github.com/sidedns/sidedns/upstream"
 )
 
@@ -49,6 +52,12 @@ type config struct {
 	LogLevel       zapcore.Level
 	LogQueries     float64
 	ResyncInterval time.Duration
+	ControlSocket  string // empty disables the unix socket
+	ControlTCP     string // empty: no TCP listener
+	ControlCA      string
+	ControlCert    string
+	ControlKey     string
+	StateFile      string // empty: overrides.json beside ControlSocket
 	clusterConfig
 }
 
@@ -72,17 +81,18 @@ func flagSpecs(c *config) []flagSpec {
 	*c = config{
 		ResolvConf:     "/etc/resolv.conf",
 		HTTP:           defaultHTTP,
-		Domain:         "docker.",
-		TTL:            5 * time.Second,
-		CacheSize:      100000,
-		CacheMaxTTL:    24 * time.Hour,
-		StaleWindow:    24 * time.Hour,
+		Domain:         resolver.DefaultDomain,
+		TTL:            resolver.DefaultTTL * time.Second,
+		CacheSize:      upstream.DefaultCacheSize,
+		CacheMaxTTL:    upstream.DefaultMaxTTL,
+		StaleWindow:    upstream.DefaultStaleWindow,
 		Timeout:        upstream.DefaultTimeout,
 		MaxConcurrent:  upstream.DefaultMaxConcurrent,
-		RateLimit:      2000,
+		RateLimit:      dnsserver.DefaultRateLimitQPS,
 		LogFormat:      "json",
 		LogLevel:       zapcore.InfoLevel,
-		ResyncInterval: 5 * time.Minute,
+		ResyncInterval: dockerwatch.DefaultResyncInterval,
+		ControlSocket:  control.DefaultSocket,
 	}
 	return append([]flagSpec{
 		{"config", "path", "file of flag=value lines (the flags below, without dashes; # starts a comment), " +
@@ -118,7 +128,8 @@ func flagSpecs(c *config) []flagSpec {
 			false, &intValue{dst: &c.MaxConcurrent, min: 1}},
 		{"allow", "cidr", "sources allowed to query. Default: loopback plus the subnets of the Docker networks sidedns sees",
 			true, &listValue[netip.Prefix]{dst: &c.Allow, parse: parsePrefix}},
-		{"rate-limit", "qps", "queries per second per source (burst: twice that); past it UDP queries are dropped and TCP ones REFUSED; 0 disables",
+		{"rate-limit", "qps", "queries per second per source (burst: twice that); past it some UDP queries get an empty TC=1 reply " +
+			"(so that honest clients retry over TCP), the rest are dropped, and TCP queries get REFUSED; 0 disables",
 			false, &floatValue{dst: &c.RateLimit, min: 0, max: 1e9}},
 		{"log-format", "json|console", "log encoding",
 			false, &stringValue{dst: &c.LogFormat, parse: oneOf("json", "console")}},
@@ -128,6 +139,18 @@ func flagSpecs(c *config) []flagSpec {
 			false, &floatValue{dst: &c.LogQueries, min: 0, max: 1}},
 		{"resync-interval", "duration", "period of the full Docker resync that backs up the event stream",
 			false, &durationValue{dst: &c.ResyncInterval, min: time.Second}},
+		{"control-socket", "path", "unix socket of the control API (drain, weight, ls, watch), mode 0660; empty or off disables",
+			false, &stringValue{dst: &c.ControlSocket, parse: offOrPath}},
+		{"control-tcp", "ip:port", "also serve the control API on TCP, with mutual TLS (needs --control-ca, --control-cert, --control-key)",
+			false, &stringValue{dst: &c.ControlTCP, parse: checkControlTCP}},
+		{"control-ca", "path", "PEM CA certificate that control API clients on TCP must be signed by",
+			false, &stringValue{dst: &c.ControlCA, parse: nonEmpty}},
+		{"control-cert", "path", "PEM certificate of the control API on TCP",
+			false, &stringValue{dst: &c.ControlCert, parse: nonEmpty}},
+		{"control-key", "path", "PEM private key of --control-cert",
+			false, &stringValue{dst: &c.ControlKey, parse: nonEmpty}},
+		{"state-file", "path", "where drains and weights set at run time are kept across restarts. Default: overrides.json beside --control-socket",
+			false, &stringValue{dst: &c.StateFile, parse: nonEmpty}},
 	}, clusterFlags(&c.clusterConfig)...)
 }
 
@@ -183,6 +206,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if err := c.clusterConfig.check(); err != nil {
 		return c, err
 	}
+	if c.ControlTCP != "" && (c.ControlCA == "" || c.ControlCert == "" || c.ControlKey == "") {
+		return c, usageErrorf("--control-tcp needs --control-ca, --control-cert and --control-key")
+	}
 	if c.CacheMinTTL > c.CacheMaxTTL {
 		return c, usageErrorf("--cache-min-ttl %s is above --cache-max-ttl %s", c.CacheMinTTL, c.CacheMaxTTL)
 	}
@@ -198,10 +224,11 @@ through a cache.
 
 Usage: sidedns [flags]
        sidedns healthcheck [URL]
-
+`+controlUsage+`
 healthcheck asks URL (default: /readyz on --http) and exits 0 on HTTP 200,
 1 otherwise; it is for container healthchecks in images without a shell.
 
+`+controlHelp+`
 Every flag has an environment twin, SIDEDNS_<FLAG> (upper case, dashes as
 underscores); the command line wins over the environment. Repeatable flags
 take the flag several times, or a comma-separated list in either place.
@@ -294,6 +321,23 @@ func checkDomain(s string) (string, error) {
 		return "", errors.New("not a domain name")
 	}
 	return s, nil
+}
+
+func offOrPath(s string) (string, error) {
+	if s == "off" {
+		return "", nil
+	}
+	return s, nil
+}
+
+// checkControlTCP takes ip:port; unlike --http, the host is required, so
+// the control API is never on every interface by accident.
+func checkControlTCP(s string) (string, error) {
+	host, _, err := net.SplitHostPort(s)
+	if err != nil || host == "" {
+		return "", errors.New("want ip:port, e.g. 10.0.0.5:8054")
+	}
+	return checkHTTP(s)
 }
 
 func checkListen(s string) (string, error) {

@@ -50,10 +50,11 @@ func TestParseConfigDefaults(t *testing.T) {
 		StaleWindow:    24 * time.Hour,
 		Timeout:        2 * time.Second,
 		MaxConcurrent:  1024,
-		RateLimit:      2000,
+		RateLimit:      10000,
 		LogFormat:      "json",
 		LogLevel:       zapcore.InfoLevel,
 		ResyncInterval: 5 * time.Minute,
+		ControlSocket:  "/run/sidedns/control.sock",
 		clusterConfig: clusterConfig{
 			ClusterPrefix: "/sidedns/", ClusterLeaseTTL: 15 * time.Second, ClusterStaleWindow: 5 * time.Minute,
 		},
@@ -106,6 +107,13 @@ func TestParseConfig(t *testing.T) {
 		{"http empty flag", []string{"--http="}, envOf(), func(c *config) { c.HTTP = "" }},
 		{"rate limit off", []string{"--rate-limit", "0"}, envOf(), func(c *config) { c.RateLimit = 0 }},
 		{"policy", []string{"--health-policy", "failopen"}, envOf("SIDEDNS_HEALTH_POLICY", "strict"), func(c *config) {}},
+		{"control socket off", nil, envOf("SIDEDNS_CONTROL_SOCKET", "off"), func(c *config) { c.ControlSocket = "" }},
+		{"control over tcp", []string{"--control-tcp", "127.0.0.1:8054", "--control-ca", "ca.pem", "--control-cert", "c.pem",
+			"--control-key", "k.pem", "--state-file", "/var/lib/sidedns/o.json"}, envOf(),
+			func(c *config) {
+				c.ControlTCP, c.ControlCA, c.ControlCert, c.ControlKey, c.StateFile =
+					"127.0.0.1:8054", "ca.pem", "c.pem", "k.pem", "/var/lib/sidedns/o.json"
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -140,6 +148,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad policy", []string{"--health-policy", "lenient"}, envOf(), `want failopen or strict`},
 		{"bad policy in env", nil, envOf("SIDEDNS_HEALTH_POLICY", "x"), `SIDEDNS_HEALTH_POLICY`},
 		{"bad listen", []string{"--listen", "localhost:53"}, envOf(), `want ip[:port]`},
+		{"control tcp without certs", []string{"--control-tcp", "127.0.0.1:8054"}, envOf(), `--control-tcp needs --control-ca`},
+		{"control tcp without host", []string{"--control-tcp", ":8054"}, envOf(), `want ip:port`},
 		{"empty listen", []string{"--listen", ""}, envOf(), `empty list`},
 		{"bad http", []string{"--http", "8053"}, envOf(), `want ip:port`},
 		{"bad domain", []string{"--domain", "."}, envOf(), `root zone`},

@@ -13,7 +13,7 @@ func (a *app) startHTTP(cfg config) error {
 	a.registerClusterMetrics(reg)
 	a.ops = ops.New(ops.Config{
 		Addr:     cfg.HTTP,
-		Topology: a.res.Topology,
+		Records:  a.res.Records,
 		Ready:    func() bool { return a.watcher != nil && a.watcher.Ready() },
 		Registry: reg,
 		Logger:   a.log.Named("http"),

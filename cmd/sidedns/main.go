@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/sidedns/sidedns/control"
 	"github.com/sidedns/sidedns/dnsserver"
 	"github.com/sidedns/sidedns/dockerwatch"
 	"github.com/sidedns/sidedns/ops"
@@ -47,6 +48,9 @@ func main() {
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer, sigs <-chan os.Signal) int {
 	if len(args) > 0 && args[0] == "healthcheck" {
 		return healthcheck(args[1:], getenv, stderr)
+	}
+	if len(args) > 0 && controlCommands[args[0]] != nil {
+		return runControl(args[0], args[1:], getenv, stdout, stderr, sigs)
 	}
 	cfg, err := parseConfig(args, getenv)
 	if errors.Is(err, flag.ErrHelp) {
@@ -114,7 +118,10 @@ type app struct {
 	watchDone chan struct{}
 	stopHTTP  func(context.Context) error
 	ops       *ops.Server // nil with --http=off
-	layers    *layers     // nil without --records-file and --cluster-etcd
+	overrides *control.Store
+	pub       *control.Publisher // publishes the watcher's topologies with the overrides
+	ctl       *control.Server
+	layers    *layers // nil without --records-file and --cluster-etcd
 }
 
 // start builds and starts every component. On error, what was started is
@@ -137,7 +144,7 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 		return nil, err
 	}
 
-	a.res = resolver.New(resolverOptions(cfg, log))
+	a.res = resolver.New(resolverOptions(cfg, listen, log))
 	a.fwd, err = upstream.NewForwarder(upstream.Config{
 		Servers:       specs,
 		Timeout:       cfg.Timeout,
@@ -150,24 +157,24 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 	// One forward may time out on one upstream and then need a full try on
 	// the next, so it gets at least two tries' worth of time.
 	forwardBudget := max(dnsserver.DefaultForwardTimeout, 2*cfg.Timeout+time.Second)
-	var ex upstream.Exchanger = a.fwd
-	if cfg.CacheSize > 0 {
-		stale := cfg.StaleWindow
-		if stale == 0 {
-			stale = -1 // the cache reads 0 as its default
-		}
-		a.cache, err = upstream.NewCache(a.fwd, upstream.CacheConfig{
-			Size:           cfg.CacheSize,
-			MinTTL:         cfg.CacheMinTTL,
-			MaxTTL:         cfg.CacheMaxTTL,
-			StaleWindow:    stale,
-			RefreshTimeout: forwardBudget,
-			Logger:         log.Named("cache"),
-		})
-		if err != nil {
-			return nil, err
-		}
-		ex = a.cache
+	stale := cfg.StaleWindow
+	if stale == 0 {
+		stale = -1 // the cache reads 0 as its default
+	}
+	size := cfg.CacheSize
+	if size == 0 {
+		size = -1 // --cache-size 0: store nothing; identical misses still share one exchange
+	}
+	a.cache, err = upstream.NewCache(a.fwd, upstream.CacheConfig{
+		Size:           size,
+		MinTTL:         cfg.CacheMinTTL,
+		MaxTTL:         cfg.CacheMaxTTL,
+		StaleWindow:    stale,
+		RefreshTimeout: forwardBudget,
+		Logger:         log.Named("cache"),
+	})
+	if err != nil {
+		return nil, err
 	}
 
 	listenStrs := make([]string, len(listen))
@@ -177,9 +184,9 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 	a.srv, err = dnsserver.New(dnsserver.Config{
 		Listen:         listenStrs,
 		Local:          a.res,
-		Upstream:       ex,
+		Upstream:       a.cache,
 		Allow:          cfg.Allow,
-		RateLimit:      dnsserver.RateLimit{QPS: cfg.RateLimit},
+		RateLimit:      dnsserver.RateLimit{QPS: cfg.RateLimit, Slip: dnsserver.DefaultSlip},
 		ForwardTimeout: forwardBudget,
 		Logger:         log.Named("dns"),
 		LogQueries:     cfg.LogQueries,
@@ -199,12 +206,15 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 	if err := a.startHTTP(cfg); err != nil {
 		return nil, err
 	}
+	if err := a.startControl(cfg); err != nil {
+		return nil, err
+	}
 	a.runWatcher()
 	log.Info("sidedns started",
 		zap.Stringers("listen", a.srv.Addrs()),
 		zap.Stringers("upstreams", specs),
 		zap.String("domain", cfg.Domain),
-		zap.Bool("cache", a.cache != nil),
+		zap.Int("cache_size", cfg.CacheSize),
 		zap.String("http", cfg.HTTP))
 	return a, nil
 }
@@ -218,7 +228,9 @@ func (a *app) newWatcher(cfg config) {
 		return
 	}
 	a.docker = cli
-	a.watcher = dockerwatch.New(cli, a.publishLocal, a.log.Named("docker"),
+	// a.pub is set by startControl, before the watcher runs.
+	publish := func(t resolver.Topology) { a.pub.Publish(t) }
+	a.watcher = dockerwatch.New(cli, publish, a.log.Named("docker"),
 		dockerwatch.Options{ResyncInterval: cfg.ResyncInterval, OnEvent: a.notifyPage})
 }
 
@@ -256,11 +268,17 @@ func (a *app) upstreams(cfg config) ([]upstream.Spec, error) {
 	return specs, nil
 }
 
-func resolverOptions(cfg config, log *zap.Logger) resolver.Options {
+// resolverOptions: ns.<zone> answers with the addresses sidedns listens on.
+func resolverOptions(cfg config, listen []netip.AddrPort, log *zap.Logger) resolver.Options {
+	ns := make([]netip.Addr, len(listen))
+	for i, ap := range listen {
+		ns[i] = ap.Addr()
+	}
 	return resolver.Options{
 		TTL:          uint32(cfg.TTL / time.Second),
 		Domain:       cfg.Domain,
 		StrictHealth: cfg.StrictHealth,
+		NSAddrs:      ns,
 		Logger:       log.Named("resolver"),
 	}
 }
@@ -280,7 +298,8 @@ func (a *app) reload(prev, next config) {
 		fields = append(fields, zap.Stringers("upstreams", specs))
 	}
 	if next.TTL != prev.TTL || next.Domain != prev.Domain || next.StrictHealth != prev.StrictHealth {
-		a.res.SetOptions(resolverOptions(next, a.log))
+		a.res.SetOptions(resolverOptions(next, a.listen, a.log))
+		a.pub.Changed()
 		fields = append(fields, zap.Duration("ttl", next.TTL), zap.String("domain", next.Domain),
 			zap.Bool("strict_health", next.StrictHealth))
 	}
@@ -316,6 +335,9 @@ func (a *app) stop() {
 		if err := a.srv.Shutdown(ctx); err != nil {
 			a.log.Warn("drain incomplete", zap.Error(err))
 		}
+	}
+	if a.ctl != nil {
+		a.ctl.Stop()
 	}
 	if err := a.stopHTTP(ctx); err != nil {
 		a.log.Warn("stop http", zap.Error(err))

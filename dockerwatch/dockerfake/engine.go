@@ -290,13 +290,14 @@ func (e *Engine) StartContainer(spec ContainerSpec) string {
 			HostnamePath:   "/var/lib/docker/containers/" + id + "/hostname",
 			HostsPath:      "/var/lib/docker/containers/" + id + "/hosts",
 		},
-		Mounts: []container.MountPoint{},
-		Config: cfg,
-		NetworkSettings: &container.NetworkSettings{
-			NetworkSettingsBase: container.NetworkSettingsBase{SandboxID: id, SandboxKey: "/var/run/docker/netns/" + id[:12], Ports: nat.PortMap{}},
-			Networks:            map[string]*network.EndpointSettings{},
-		},
+		Mounts:          []container.MountPoint{},
+		Config:          cfg,
+		NetworkSettings: &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{}},
 	}
+	// Set field by field: the struct that holds them is deprecated, they are not.
+	c.resp.NetworkSettings.SandboxID = id
+	c.resp.NetworkSettings.SandboxKey = "/var/run/docker/netns/" + id[:12]
+	c.resp.NetworkSettings.Ports = nat.PortMap{}
 
 	attach := spec.Networks
 	if len(attach) == 0 {
@@ -312,16 +313,9 @@ func (e *Engine) StartContainer(spec ContainerSpec) string {
 			n = e.addNetwork(ref, "bridge", e.nextSubnet())
 			e.emit(events.NetworkEventType, events.ActionCreate, n.inspect.ID, map[string]string{"name": ref, "type": "bridge"})
 		}
-		es := e.attach(n, c, id, spec.Name, ep)
+		e.attach(n, c, id, spec.Name, ep)
 		if c.resp.HostConfig.NetworkMode == "" {
 			c.resp.HostConfig.NetworkMode = container.NetworkMode(n.inspect.Name)
-			if n.inspect.Name == "bridge" {
-				// The top-level fields mirror the default bridge endpoint.
-				c.resp.NetworkSettings.DefaultNetworkSettings = container.DefaultNetworkSettings{
-					EndpointID: es.EndpointID, Gateway: es.Gateway, IPAddress: es.IPAddress, IPPrefixLen: es.IPPrefixLen,
-					MacAddress: es.MacAddress, GlobalIPv6Address: es.GlobalIPv6Address, GlobalIPv6PrefixLen: es.GlobalIPv6PrefixLen,
-				}
-			}
 		}
 		e.emit(events.NetworkEventType, events.ActionConnect, n.inspect.ID, map[string]string{"container": id, "name": n.inspect.Name, "type": n.inspect.Driver})
 	}
@@ -332,7 +326,7 @@ func (e *Engine) StartContainer(spec ContainerSpec) string {
 }
 
 // attach allocates the endpoint of c on n.
-func (e *Engine) attach(n *fakeNetwork, c *fakeContainer, id, name string, ep Endpoint) *network.EndpointSettings {
+func (e *Engine) attach(n *fakeNetwork, c *fakeContainer, id, name string, ep Endpoint) {
 	es := &network.EndpointSettings{
 		NetworkID:  n.inspect.ID,
 		EndpointID: e.newID("endpoint", name),
@@ -366,7 +360,6 @@ func (e *Engine) attach(n *fakeNetwork, c *fakeContainer, id, name string, ep En
 		Name: name, EndpointID: es.EndpointID, MacAddress: es.MacAddress,
 		IPv4Address: prefixString(es.IPAddress, es.IPPrefixLen), IPv6Address: prefixString(es.GlobalIPv6Address, es.GlobalIPv6PrefixLen),
 	}
-	return es
 }
 
 // alloc returns the next free address, wrapping once around the subnet.

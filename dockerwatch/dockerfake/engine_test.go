@@ -19,6 +19,9 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sidedns/sidedns/dockerwatch"
 	"github.com/sidedns/sidedns/dockerwatch/dockerfake"
@@ -158,12 +161,11 @@ func TestListAndInspect(t *testing.T) {
 	}
 }
 
-// The fake's bodies go through dockerwatch.Build to the names and addresses a
+// The fake's bodies go through the real watcher to the names and addresses a
 // user would query.
 func TestSpecReachesTopology(t *testing.T) {
 	e := dockerfake.New(dockerfake.Options{})
 	cli, _ := start(t, e)
-	ctx := ctxT(t)
 	e.AddNetwork("app", "10.9.0.0/24")
 	id := e.StartContainer(dockerfake.ContainerSpec{
 		Name: "web",
@@ -175,17 +177,34 @@ func TestSpecReachesTopology(t *testing.T) {
 		Health:       container.Healthy,
 		ExposedPorts: []string{"80/tcp", "53/udp"},
 	})
-	c, err := cli.ContainerInspect(ctx, id)
-	if err != nil {
-		t.Fatalf("inspect: %v", err)
+
+	// The container is there before the watcher starts: its first sync
+	// publishes it.
+	published := make(chan resolver.Topology, 1)
+	core, logs := observer.New(zapcore.WarnLevel)
+	w := dockerwatch.New(cli, func(t resolver.Topology) {
+		select {
+		case published <- t:
+		default:
+		}
+	}, zap.New(core), dockerwatch.Options{})
+	ctx, cancel := context.WithCancel(ctxT(t))
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	var topo resolver.Topology
+	select {
+	case topo = <-published:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watcher published no topology")
 	}
-	nets, err := cli.NetworkList(ctx, network.ListOptions{})
-	if err != nil {
-		t.Fatalf("list networks: %v", err)
-	}
-	topo, problems := dockerwatch.Build([]container.InspectResponse{c}, nets)
-	if len(problems) > 0 {
-		t.Errorf("build problems: %v", problems)
+	if logs.Len() > 0 {
+		t.Errorf("warnings: %v", logs.All())
 	}
 	if len(topo.Containers) != 1 {
 		t.Fatalf("topology has %d containers, want 1", len(topo.Containers))
@@ -239,7 +258,7 @@ func TestEventsFiltered(t *testing.T) {
 	)})
 	// The stream is subscribed once a first event comes through; keep
 	// starting a sentinel until one does.
-	waitSubscribed(t, e, msgs, errs)
+	waitSubscribed(t, e, msgs, errs, events.ActionDisconnect)
 
 	id := e.StartContainer(dockerfake.ContainerSpec{Name: "a", Health: container.Starting})
 	e.SetHealth(id, container.Healthy)
@@ -252,30 +271,34 @@ func TestEventsFiltered(t *testing.T) {
 	}
 }
 
-func waitSubscribed(tb testing.TB, e *dockerfake.Engine, msgs <-chan events.Message, errs <-chan error) {
+// waitSubscribed starts and stops sentinel containers until one shows up on
+// the stream, then reads until the last sentinel's last event that the
+// stream passes (last), so that no sentinel event is left in flight.
+func waitSubscribed(tb testing.TB, e *dockerfake.Engine, msgs <-chan events.Message, errs <-chan error, last events.Action) {
 	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for i := 0; time.Now().Before(deadline); i++ {
-		id := e.StartContainer(dockerfake.ContainerSpec{Name: "sentinel"})
-		e.StopContainer(id)
+	deadline := time.After(5 * time.Second)
+	var id string
+	for {
+		if id == "" {
+			id = e.StartContainer(dockerfake.ContainerSpec{Name: "sentinel"})
+			e.StopContainer(id)
+		}
+		// Until the stream delivers, start another sentinel every 20 ms:
+		// whichever arrives first, the last one started ends the wait.
 		select {
-		case <-msgs:
-			// Drain what the sentinel still has in flight.
-			for {
-				select {
-				case <-msgs:
-				case err := <-errs:
-					tb.Fatalf("event stream: %v", err)
-				case <-time.After(50 * time.Millisecond):
-					return
-				}
+		case m := <-msgs:
+			if m.Action == last && (m.Actor.ID == id || m.Actor.Attributes["container"] == id) {
+				return
 			}
+			continue
 		case err := <-errs:
 			tb.Fatalf("event stream: %v", err)
 		case <-time.After(20 * time.Millisecond):
+		case <-deadline:
+			tb.Fatal("event stream never delivered the sentinel")
 		}
+		id = ""
 	}
-	tb.Fatal("event stream never delivered")
 }
 
 func TestEventsSinceReplaysHistory(t *testing.T) {
@@ -315,7 +338,7 @@ func TestDownAndBack(t *testing.T) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	msgs, errs := cli.Events(sctx, events.ListOptions{})
-	waitSubscribed(t, e, msgs, errs)
+	waitSubscribed(t, e, msgs, errs, events.ActionDestroy)
 
 	e.SetDown(true)
 	select {
@@ -341,7 +364,7 @@ func TestDownAndBack(t *testing.T) {
 	}
 
 	msgs, errs = cli.Events(sctx, events.ListOptions{})
-	waitSubscribed(t, e, msgs, errs)
+	waitSubscribed(t, e, msgs, errs, events.ActionDestroy)
 	e.CloseConnections()
 	select {
 	case <-errs:
@@ -394,11 +417,22 @@ func TestWatcherFollowsFake(t *testing.T) {
 	cli, _ := start(t, e)
 	e.Populate(50)
 
+	// The watcher's state changes with a publish or a log line (it logs when
+	// the daemon goes away): each wakes the waits below to look again.
+	changed := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
 	var (
 		mu   sync.Mutex
 		last resolver.Topology
 	)
-	w := dockerwatch.New(cli, func(t resolver.Topology) { mu.Lock(); last = t; mu.Unlock() }, nil,
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewDevelopmentEncoderConfig()), zapcore.AddSync(io.Discard), zapcore.DebugLevel),
+		zap.Hooks(func(zapcore.Entry) error { poke(); return nil }))
+	w := dockerwatch.New(cli, func(t resolver.Topology) { mu.Lock(); last = t; mu.Unlock(); poke() }, log,
 		dockerwatch.Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -415,25 +449,27 @@ func TestWatcherFollowsFake(t *testing.T) {
 		return slices.ContainsFunc(last.Containers, func(c resolver.Container) bool { return c.Name == name })
 	}
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(last.Containers) }
-	waitFor(t, "first sync with 50 containers", func() bool { return w.Ready() && count() == 50 })
+	waitFor(t, changed, "first sync with 50 containers", func() bool { return w.Ready() && count() == 50 })
 
 	e.StartContainer(dockerfake.ContainerSpec{Name: "late", Networks: map[string]dockerfake.Endpoint{"net1": {}}})
-	waitFor(t, "late to appear", func() bool { return has("late") })
+	waitFor(t, changed, "late to appear", func() bool { return has("late") })
 
 	e.SetDown(true)
-	waitFor(t, "watcher to notice the daemon is gone", func() bool { return !w.Connected() })
+	waitFor(t, changed, "watcher to notice the daemon is gone", func() bool { return !w.Connected() })
 	e.StopContainer("c0007")
 	e.SetDown(false)
-	waitFor(t, "c0007 to go after the daemon came back", func() bool { return w.Connected() && !has("c0007") && has("late") })
+	waitFor(t, changed, "c0007 to go after the daemon came back", func() bool { return w.Connected() && !has("c0007") && has("late") })
 }
 
-func waitFor(tb testing.TB, what string, cond func() bool) {
+// waitFor checks cond each time changed fires, until it holds or 10 s pass.
+func waitFor(tb testing.TB, changed <-chan struct{}, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.After(10 * time.Second)
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-changed:
+		case <-deadline:
 			tb.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

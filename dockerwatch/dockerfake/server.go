@@ -39,10 +39,6 @@ func (e *Engine) emit(typ events.Type, action events.Action, id string, attr map
 		Time:     now.Unix(),
 		TimeNano: now.UnixNano(),
 	}
-	if typ == events.ContainerEventType {
-		// API 1.41 still fills the deprecated fields for containers.
-		m.Status, m.ID, m.From = string(action), id, attr["image"]
-	}
 	// Keep between History and 2*History events; trimming in halves keeps
 	// emit O(1) amortized when Populate emits tens of thousands.
 	if len(e.history) >= 2*e.opts.History {

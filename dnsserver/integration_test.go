@@ -1,10 +1,10 @@
 package dnsserver
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,9 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/sidedns/sidedns/dnswire"
 	"github.com/sidedns/sidedns/resolver"
-	"github.com/sidedns/sidedns/upstream"
 )
 
 func realResolver() *resolver.Resolver {
@@ -52,16 +50,11 @@ func queryCounts(t *testing.T, s *Server) map[string]float64 {
 	return out
 }
 
-// Local names and cache hits take the allocation-free UDP path; both paths
-// give the same answers and are counted by source.
+// Local names and cache hits are answered and counted by source, over UDP
+// and TCP alike.
 func TestFastPathAndQueryMetrics(t *testing.T) {
 	up := answerA(1)
-	cache, err := upstream.NewCache(up, upstream.CacheConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cache.Close() })
-	s, addr := startServer(t, Config{Local: realResolver(), Upstream: cache})
+	s, addr := startServer(t, Config{Local: realResolver(), Upstream: cached(t, up, 0)})
 
 	for _, network := range []string{"udp", "udp", "tcp"} {
 		r := mustQuery(t, addr, network, "WEB.", 0)
@@ -97,7 +90,7 @@ func TestFastPathAndQueryMetrics(t *testing.T) {
 }
 
 func TestMetricsDescribeMatchesCollect(t *testing.T) {
-	s, addr := startServer(t, Config{Local: realResolver(), Upstream: answerA(1), Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}})
+	s, addr := startServer(t, Config{Local: realResolver(), Upstream: through(t, answerA(1)), Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}})
 	mustQuery(t, addr, "udp", "web.", 0) // refused: not on the allow list
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(s)
@@ -119,69 +112,11 @@ func TestMetricsDescribeMatchesCollect(t *testing.T) {
 	}
 }
 
-// FuzzFastUDP feeds arbitrary packets to the UDP fast path: it must never
-// panic, and whatever it answers must be a well-formed reply to the query.
-func FuzzFastUDP(f *testing.F) {
-	cache, err := upstream.NewCache(answerA(1), upstream.CacheConfig{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	// fastUDP recovers its own panics; the log is how a fuzz run sees one.
-	core, logs := observer.New(zap.ErrorLevel)
-	s, err := New(Config{Listen: []string{"127.0.0.1:0"}, Local: realResolver(), Upstream: cache, Logger: zap.New(core)})
-	if err != nil {
-		f.Fatal(err)
-	}
-	// Warm one cache entry so the cache hit path is reachable too.
-	warm := new(dns.Msg).SetQuestion("example.test.", dns.TypeA)
-	if _, err := cache.Exchange(f.Context(), warm); err != nil {
-		f.Fatal(err)
-	}
-	for _, m := range []*dns.Msg{
-		new(dns.Msg).SetQuestion("web.", dns.TypeA),
-		new(dns.Msg).SetQuestion("WEB.app.", dns.TypeAAAA),
-		new(dns.Msg).SetQuestion("example.test.", dns.TypeA),
-	} {
-		b, _ := m.Pack()
-		f.Add(b)
-		m.SetEdns0(1232, true)
-		b, _ = m.Pack()
-		f.Add(b)
-	}
-	f.Add(overlongQuery())
-	src := netip.MustParseAddr("127.0.0.1")
-	f.Fuzz(func(t *testing.T, pkt []byte) {
-		var q dnswire.Query
-		reply, ok := s.fastUDP(nil, pkt, src, true, &q)
-		if logs.Len() > 0 {
-			t.Fatalf("fast path logged an error: %v", logs.TakeAll()[0].Message)
-		}
-		if !ok {
-			return
-		}
-		var req, resp dns.Msg
-		if err := req.Unpack(pkt); err != nil {
-			t.Fatalf("answered a packet miekg/dns cannot parse: %v", err)
-		}
-		if err := resp.Unpack(reply); err != nil {
-			t.Fatalf("reply does not parse: %v", err)
-		}
-		if resp.Id != req.Id || !resp.Response || len(resp.Question) != 1 || resp.Question[0] != req.Question[0] {
-			t.Fatalf("reply %v does not answer %v", resp.MsgHdr, req.MsgHdr)
-		}
-	})
-}
-
 // A question name over 255 octets once crashed the cache's wire path; now it
-// is dropped as malformed and the server keeps answering.
+// gets FORMERR and the server keeps answering.
 func TestOverlongNameIsDropped(t *testing.T) {
-	cache, err := upstream.NewCache(answerA(1), upstream.CacheConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cache.Close() })
 	core, logs := observer.New(zap.ErrorLevel)
-	s, addr := startServer(t, Config{Local: realResolver(), Upstream: cache, Logger: zap.New(core)})
+	s, addr := startServer(t, Config{Local: realResolver(), Upstream: cached(t, answerA(1), 0), Logger: zap.New(core)})
 	conn, err := net.Dial("udp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -190,21 +125,11 @@ func TestOverlongNameIsDropped(t *testing.T) {
 	if _, err := conn.Write(overlongQuery()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the malformed count", func() bool { return s.Stats.Malformed.Load() == 1 })
+	waitFor(t, "the FORMERR count", func() bool { return s.Stats.FormErr.Load() == 1 })
 	mustQuery(t, addr, "udp", "web.", 0)
 	if logs.Len() > 0 {
 		t.Fatalf("the server logged an error (a recovered panic?): %s", logs.All()[0].Message)
 	}
-}
-
-// overlongQuery is a query for a name of four 63-octet labels (257 octets).
-func overlongQuery() []byte {
-	b := []byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}
-	for range 4 {
-		b = append(b, 63)
-		b = append(b, strings.Repeat("a", 63)...)
-	}
-	return append(b, 0, 0, 1, 0, 1)
 }
 
 // Sources outside the allow list are rate-limited too: REFUSED is a reply,
@@ -212,7 +137,7 @@ func overlongQuery() []byte {
 func TestRefusedIsRateLimited(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	s, addr := startServer(t, Config{
-		Upstream:  answerA(1),
+		Upstream:  through(t, answerA(1)),
 		Allow:     []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
 		RateLimit: RateLimit{QPS: 1, Burst: 2},
 		Now:       func() time.Time { return now }, // frozen: no refill
@@ -229,4 +154,74 @@ func TestRefusedIsRateLimited(t *testing.T) {
 	if s.Stats.Refused.Load() != 2 || s.Stats.RateLimited.Load() != 1 {
 		t.Fatalf("refused %d, rate-limited %d; want 2 and 1", s.Stats.Refused.Load(), s.Stats.RateLimited.Load())
 	}
+}
+
+// FuzzAnswerPaths feeds arbitrary packets through the rules with the real
+// table and a warm cache, as UDP and as TCP: no panic, no error logged,
+// every reply unpacks, fits its limit and answers the query's ID, and the
+// two transports give the same bytes whenever UDP did not truncate.
+func FuzzAnswerPaths(f *testing.F) {
+	cache := cached(f, answerA(3), 0)
+	core, logs := observer.New(zap.ErrorLevel)
+	s, err := New(Config{Listen: []string{"127.0.0.1:0"}, Local: realResolver(), Upstream: cache, Logger: zap.New(core)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, m := range []*dns.Msg{
+		new(dns.Msg).SetQuestion("web.", dns.TypeA),
+		new(dns.Msg).SetQuestion("WEB.app.", dns.TypeAAAA),
+		new(dns.Msg).SetQuestion("web.docker.", dns.TypeSRV),
+		new(dns.Msg).SetQuestion("nope.docker.", dns.TypeA),
+		new(dns.Msg).SetQuestion("2.0.18.172.in-addr.arpa.", dns.TypePTR),
+		new(dns.Msg).SetQuestion("example.test.", dns.TypeA),
+	} {
+		b, _ := m.Pack()
+		f.Add(b)
+		m.SetEdns0(1232, true)
+		b, _ = m.Pack()
+		f.Add(b)
+	}
+	f.Add(overlongQuery())
+	for _, tt := range ruleCases(f) {
+		f.Add(tt.pkt)
+	}
+	loop := netip.MustParseAddr("127.0.0.1")
+	// Warm the cache so the hit path is reachable.
+	warm := &request{src: loop}
+	b, _ := new(dns.Msg).SetQuestion("example.test.", dns.TypeA).Pack()
+	if _, next := s.respond(nil, b, warm); next == stepForward {
+		s.forward(nil, warm)
+	}
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		var replies [2][]byte
+		for i, tcp := range []bool{false, true} {
+			r := &request{src: loop, tcp: tcp}
+			out, next := s.respond(nil, pkt, r)
+			switch next {
+			case stepDrop:
+				return
+			case stepForward:
+				out = s.forward(out, r)
+			}
+			if logs.Len() > 0 {
+				t.Fatalf("logged an error: %s", logs.TakeAll()[0].Message)
+			}
+			var m dns.Msg
+			if err := m.Unpack(out); err != nil {
+				t.Fatalf("tcp %v: reply does not unpack: %v\n%x", tcp, err, out)
+			}
+			if m.Id != r.q.ID || !m.Response {
+				t.Fatalf("reply %v does not answer ID %d", m.MsgHdr, r.q.ID)
+			}
+			if !tcp && len(out) > int(r.q.UDPSize) {
+				t.Fatalf("udp reply of %d bytes, limit %d", len(out), r.q.UDPSize)
+			}
+			replies[i] = out
+		}
+		// Answers rotate between calls: compare the header and question only
+		// for answers with several records.
+		if replies[0][2]&0x02 == 0 && !bytes.Equal(replies[0][:4], replies[1][:4]) {
+			t.Fatalf("udp and tcp headers differ:\n%x\n%x", replies[0], replies[1])
+		}
+	})
 }
