@@ -66,8 +66,8 @@ type Node struct {
 	// runs on other goroutines and reads client.
 	cli    *clientv3.Client
 	client atomic.Pointer[clientv3.Client]
-	log   *zap.Logger
-	Stats Stats
+	log    *zap.Logger
+	Stats  Stats
 
 	want    chan struct{} // one slot: records changed
 	mu      sync.Mutex
