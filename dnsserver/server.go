@@ -94,6 +94,7 @@ type Stats struct {
 type Server struct {
 	Stats   Stats
 	metrics *metrics
+	sources sourceKinds
 
 	listen    []netip.AddrPort
 	local     Local
@@ -506,6 +507,7 @@ func (s *Server) write(w dns.ResponseWriter, resp *dns.Msg, tcp bool, size int) 
 }
 
 func (s *Server) allowed(src netip.Addr) bool {
+	s.sources.see(src) // every query passes here, on the fast and the slow path
 	allow := *s.allow.Load()
 	if len(allow) == 0 {
 		return src.IsLoopback() || (s.local != nil && s.local.IsLocalSource(src))

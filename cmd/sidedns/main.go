@@ -114,6 +114,8 @@ type app struct {
 	watchDone chan struct{}
 	stopHTTP  func(context.Context) error
 	ops       *ops.Server // nil with --http=off
+
+	stopLoopbackCheck func() // nil until started
 }
 
 // start builds and starts every component. On error, what was started is
@@ -196,6 +198,7 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 		return nil, err
 	}
 	a.runWatcher()
+	a.watchLoopbackOnly()
 	log.Info("sidedns started",
 		zap.Stringers("listen", a.srv.Addrs()),
 		zap.Stringers("upstreams", specs),
@@ -320,6 +323,9 @@ func (a *app) stop() {
 	}
 	if err := a.stopHTTP(ctx); err != nil {
 		a.log.Warn("stop http", zap.Error(err))
+	}
+	if a.stopLoopbackCheck != nil {
+		a.stopLoopbackCheck()
 	}
 	a.stopWatch()
 	if a.watchDone != nil {
