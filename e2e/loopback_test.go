@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestDeploymentLoopbackDNS pins down where a loopback --dns server is asked from, for a container on a
@@ -47,4 +50,33 @@ func TestDeploymentLoopbackDNS(t *testing.T) {
 	default:
 		t.Logf("API %d.%d: behaviour not pinned down; observed only", maj, min)
 	}
+	if len(arrived) == 0 || !arrived[0].From.IsLoopback() {
+		return
+	}
+
+	// sidedns itself as that loopback --dns: every query reaches it from loopback, and it says so.
+	t.Run("sidedns warns", func(t *testing.T) {
+		lo2 := fmt.Sprintf("127.53.%d.%d", 1+int(sfx[2])%200, 1+int(sfx[3])%200)
+		up := startFakeUpstream(t)
+		sd := startSidedns(t, up, "--listen", lo2+":53")
+		c2 := runContainer(t, ContainerOpts{Name: "sidedns-test-" + sfx + "-l2", Network: n.Name, DNS: []string{lo2}})
+		waitVisible(t, sd, n.Name, c2)
+		if r, err := digIn(t, c2.Name, "", "example.test", "A"); err != nil || !slices.Equal(r.Addrs(), []string{upstreamAddr}) {
+			t.Errorf("example.test through 127.0.0.11 and sidedns on %s = %v %v, want [%s]", lo2, r, err, upstreamAddr)
+		}
+		const warning = "every query so far came from loopback"
+		if _, ok := waitFor(15*time.Second, func() bool { return strings.Contains(sd.Log(), warning) }); !ok {
+			t.Fatalf("sidedns never warned %q:\n%s", warning, sd.Log())
+		}
+		t.Logf("FACT sidedns as a loopback --dns on a user network logs: %s", lineWith(sd.Log(), warning))
+	})
+}
+
+func lineWith(s, sub string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			return l
+		}
+	}
+	return ""
 }
