@@ -10,22 +10,24 @@ import (
 	"syscall"
 )
 
-// netnsEnv marks a process that Reexec started inside a fresh network namespace.
-const netnsEnv = "SIDEDNS_ENGINE_NETNS"
+// netnsEnv carries, to the process Reexec starts, the network namespace it was started from.
+const netnsEnv = "SIDEDNS_ENGINE_FROM_NETNS"
 
-// InPrivateNetns reports whether this process runs in a network namespace other than the machine's:
-// one that is not PID 1's and that has no docker0. Only there may a private dockerd run, because a
-// dockerd in the machine's namespace can delete docker0 and rewrite the machine's iptables.
+// InPrivateNetns reports whether this process runs in a network namespace of its own: one that Reexec
+// made (not the namespace it was started from, nor PID 1's where that is readable) and that has no
+// docker0. Only there may a private dockerd run, because a dockerd in the machine's namespace can
+// delete docker0 and rewrite the machine's iptables.
 func InPrivateNetns() (bool, error) {
 	self, err := os.Readlink("/proc/self/ns/net")
 	if err != nil {
 		return false, fmt.Errorf("read own network namespace: %w", err)
 	}
-	init, err := os.Readlink("/proc/1/ns/net")
-	if err != nil {
-		return false, fmt.Errorf("read PID 1's network namespace: %w", err)
+	from := os.Getenv(netnsEnv)
+	if from == "" || from == self {
+		return false, nil
 	}
-	if self == init {
+	// Some sandboxes hide PID 1's namespace; where it shows, it must differ too.
+	if init, err := os.Readlink("/proc/1/ns/net"); err == nil && init == self {
 		return false, nil
 	}
 	if _, err := net.InterfaceByName("docker0"); err == nil {
@@ -38,8 +40,12 @@ func InPrivateNetns() (bool, error) {
 // unshare(1), waits for it and returns its exit code. The caller exits with that code. The namespace
 // goes away with the last process in it, and with it every interface the private engine made.
 func Reexec() (int, error) {
-	if os.Getenv(netnsEnv) == "1" {
-		return 0, errors.New("already re-executed, but still in the machine's network namespace")
+	if os.Getenv(netnsEnv) != "" {
+		return 0, errors.New("already re-executed, but not in a private network namespace")
+	}
+	self, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return 0, fmt.Errorf("read own network namespace: %w", err)
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -47,7 +53,7 @@ func Reexec() (int, error) {
 	}
 	cmd := exec.Command("unshare", append([]string{"--net", "--", exe}, os.Args[1:]...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), netnsEnv+"=1")
+	cmd.Env = append(os.Environ(), netnsEnv+"="+self)
 	err = cmd.Run()
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
