@@ -38,11 +38,15 @@ nice -n 19 go install \
 	-ldflags "-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD" \
 	"github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD" \
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD"
-nice -n 19 go install \
-	-ldflags "-X github.com/docker/compose/v2/internal.Version=$COMPOSE" \
-	"github.com/docker/compose/v2/cmd@$COMPOSE"
+# compose's go.mod has exclude directives, which `go install pkg@version` refuses: build it as the main
+# module, from a writable copy of the module the proxy serves.
+SRC=$(go mod download -json "github.com/docker/compose/v2@$COMPOSE" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+cp -r "$SRC" "$TMP/compose-src"
+chmod -R u+w "$TMP/compose-src"
 mkdir -p "$TMP/cli-plugins"
-mv "$TMP/bin/cmd" "$TMP/cli-plugins/docker-compose"
+(cd "$TMP/compose-src" && nice -n 19 go build -o "$TMP/cli-plugins/docker-compose" \
+	-ldflags "-X github.com/docker/compose/v2/internal.Version=$COMPOSE" ./cmd)
+rm -rf "$TMP/compose-src"
 
 {
 	echo "moby $MOBY"
