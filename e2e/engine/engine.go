@@ -243,13 +243,17 @@ func (e *Engine) startContainerd(ctx context.Context) error {
 		return err
 	}
 	e.containerd = p
-	return waitUntil(ctx, 60*time.Second, p, func() error {
+	err = waitUntil(ctx, 60*time.Second, p, func() error {
 		c, err := net.Dial("unix", e.path("containerd.sock"))
 		if err == nil {
 			c.Close()
 		}
 		return err
 	})
+	if err != nil {
+		return fmt.Errorf("%w; containerd log ends:\n%s", err, e.logTail("containerd.log"))
+	}
+	return nil
 }
 
 func (e *Engine) daemonConfig(opts DaemonOptions) ([]byte, error) {
@@ -309,7 +313,17 @@ func (e *Engine) StartDaemon(ctx context.Context, opts DaemonOptions) error {
 		return err
 	}
 	e.dockerd, e.daemon = p, opts
-	return waitUntil(ctx, 90*time.Second, p, func() error { return pingDocker(ctx, e.path("docker.sock")) })
+	if err := waitUntil(ctx, 90*time.Second, p, func() error { return pingDocker(ctx, e.path("docker.sock")) }); err != nil {
+		return fmt.Errorf("%w; dockerd log ends:\n%s", err, e.logTail("dockerd.log"))
+	}
+	return nil
+}
+
+// logTail returns the last lines of one of the engine's logs, for start-up errors.
+func (e *Engine) logTail(name string) string {
+	b, _ := os.ReadFile(e.path(name))
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-8):], "\n")
 }
 
 // KillDaemon sends dockerd SIGKILL and waits until it is gone. containerd and the containers' shims
