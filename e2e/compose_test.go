@@ -350,12 +350,18 @@ func composeDefaults(t *testing.T) {
 		"ipv4_address: " + hostIn(composeDefaultSubnet, 53).String(),
 		"--listen=" + hostIn(composeDefaultSubnet, 53).String() + ":53",
 		"--upstream=9.9.9.9",
-		"/var/run/docker.sock:/var/run/docker.sock:ro",
 		"condition: service_healthy",
 		"image: sidedns:latest",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("docker-compose config of the example lacks %q:\n%s", want, out)
 		}
+	}
+	// The socket, read-only: compose v1 renders the short form, compose v2 the long one.
+	short := strings.Contains(out, "/var/run/docker.sock:/var/run/docker.sock:ro")
+	long := strings.Contains(out, "source: /var/run/docker.sock") && strings.Contains(out, "target: /var/run/docker.sock") &&
+		strings.Contains(out, "read_only: true")
+	if !short && !long {
+		t.Errorf("compose config of the example lacks the read-only docker.sock mount:\n%s", out)
 	}
 }
