@@ -272,7 +272,7 @@ func (e *Engine) daemonConfig(opts DaemonOptions) ([]byte, error) {
 		"containerd":           e.path("containerd.sock"),
 		"containerd-namespace": "sdns-" + data,
 		"bridge":               BridgeName,
-		"cgroup-parent":        "sidedns-engine-" + filepath.Base(e.root),
+		"cgroup-parent":        e.cgroupParent(),
 		"exec-opts":            []string{"native.cgroupdriver=cgroupfs"},
 		"userland-proxy-path":  filepath.Join(e.bin, "docker-proxy"),
 		"live-restore":         opts.LiveRestore,
@@ -363,6 +363,7 @@ func (e *Engine) Close() error {
 		errs = append(errs, e.containerd.stop(30*time.Second))
 	}
 	errs = append(errs, e.killShims())
+	e.removeCgroups()
 	if err := e.unmountAll(); err != nil {
 		errs = append(errs, err)
 	} else if err := os.RemoveAll(e.root); err != nil {
@@ -379,6 +380,41 @@ func (e *Engine) docker(ctx context.Context, args ...string) (string, error) {
 		return "", fmt.Errorf("docker %s: %w", strings.Join(args, " "), err)
 	}
 	return string(out), nil
+}
+
+func (e *Engine) cgroupParent() string { return "sidedns-engine-" + filepath.Base(e.root) }
+
+// removeCgroups kills what is left in the engine's cgroup parent (a `runc init` cut off by a killed
+// daemon can linger there) and removes the parent and its children from every hierarchy, deepest first.
+func (e *Engine) removeCgroups() {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", e.cgroupParent()))
+	dirs = append(dirs, filepath.Join("/sys/fs/cgroup", e.cgroupParent()))
+	var all []string
+	for _, d := range dirs {
+		filepath.WalkDir(d, func(p string, ent os.DirEntry, err error) error {
+			if err == nil && ent.IsDir() {
+				all = append(all, p)
+			}
+			return nil
+		})
+	}
+	killed := false
+	for _, d := range all {
+		b, _ := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		for _, f := range strings.Fields(string(b)) {
+			var pid int
+			if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 {
+				syscall.Kill(pid, syscall.SIGKILL)
+				killed = true
+			}
+		}
+	}
+	if killed {
+		time.Sleep(200 * time.Millisecond)
+	}
+	for i := len(all) - 1; i >= 0; i-- {
+		os.Remove(all[i]) // rmdir: only an empty cgroup goes
+	}
 }
 
 // killShims ends the containerd shims this engine started (a shim outlives containerd by design); it
