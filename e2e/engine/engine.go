@@ -176,7 +176,7 @@ func (e *Engine) containerdConfig() string {
 	return fmt.Sprintf(`version = 4
 root = %s
 state = %s
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.nri.v1.nri", "io.containerd.podsandbox.controller.v1.podsandbox"]
+disabled_plugins = %s
 
 [plugins."io.containerd.server.v1.grpc"]
   address = %s
@@ -188,46 +188,58 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
   socket_dir = %s
 [plugins."io.containerd.internal.v1.opt"]
   path = %s
-`, q(e.path("containerd", "root")), q(e.path("containerd", "state")),
+[plugins."io.containerd.image-verifier.v1.bindir"]
+  bin_dir = %s
+`, q(e.path("containerd", "root")), q(e.path("containerd", "state")), disabledList(),
 		q(e.path("containerd.sock")), q(e.path("containerd.sock.ttrpc")), q(e.path("containerd-debug.sock")),
-		q(e.path("s")), q(e.path("containerd", "opt")))
+		q(e.path("s")), q(e.path("containerd", "opt")), q(e.path("containerd", "verifiers")))
 }
 
-// checkContainerdConfig asks containerd for the configuration it would run with and refuses any
-// absolute path outside the root: a socket, state or data directory of the machine's containerd.
+// disabledPlugins are containerd plugins the engine does not need and that would otherwise open
+// sockets or read configuration at system paths (CRI, NRI's /var/run/nri/nri.sock).
+var disabledPlugins = []string{"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime",
+	"io.containerd.nri.v1.nri", "io.containerd.podsandbox.controller.v1.podsandbox"}
+
+func disabledList() string {
+	b, _ := json.Marshal(disabledPlugins)
+	return string(b)
+}
+
+// checkContainerdConfig asks containerd for the configuration it would run with (disabled plugins
+// left out) and refuses any absolute path outside the root: a socket, state or data directory of the
+// machine's containerd.
 func (e *Engine) checkContainerdConfig(ctx context.Context, cfg string) error {
 	out, err := exec.CommandContext(ctx, filepath.Join(e.bin, "containerd"), "--config", cfg, "config", "dump").Output()
 	if err != nil {
 		return fmt.Errorf("containerd config dump: %w", err)
 	}
 	var bad []string
+	section := ""
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
-		key, val, ok := strings.Cut(line, " = ")
-		if !ok || !strings.HasPrefix(val, `"/`) {
+		if strings.HasPrefix(line, "[") {
+			section = strings.NewReplacer("'", "", `"`, "").Replace(line)
 			continue
 		}
-		p := strings.Trim(val, `"`)
-		if under(e.root, p) || readOnlyPath(key, p) {
+		_, val, ok := strings.Cut(line, " = ")
+		if !ok {
 			continue
 		}
-		bad = append(bad, line)
+		// The dump quotes with ' (go-toml v2); accept " too.
+		p := strings.Trim(val, `'"`)
+		if !strings.HasPrefix(p, "/") {
+			continue
+		}
+		if under(e.root, p) {
+			continue
+		}
+		bad = append(bad, section+" "+line)
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("containerd would use paths outside %s: %s", e.root, strings.Join(bad, "; "))
 	}
 	return nil
-}
-
-// readOnlyPath allows the few absolute paths in containerd's configuration that name programs to run
-// rather than places to write.
-func readOnlyPath(key, p string) bool {
-	switch strings.TrimSpace(key) {
-	case "binary_name", "BinaryName", "runtime_path", "path":
-		return !strings.HasPrefix(p, "/run") && !strings.HasPrefix(p, "/var")
-	}
-	return false
 }
 
 func (e *Engine) startContainerd(ctx context.Context) error {
