@@ -108,12 +108,6 @@ func serverAPI(t testing.TB) (int, int) {
 	return a, b
 }
 
-// engineReportsDNSNames is true from API 1.44, where endpoints carry DNSNames.
-func engineReportsDNSNames(t testing.TB) bool {
-	a, b := serverAPI(t)
-	return a > 1 || b >= 44
-}
-
 // composeCommand is compose v2 (the docker CLI plugin built with the engine) on the private engine, and
 // docker-compose on the machine's.
 func composeCommand() (string, []string) {
