@@ -5,9 +5,10 @@ import (
 	"sync/atomic"
 )
 
-// sourceKinds records whether any query came from loopback and whether any came from elsewhere. A
-// current Docker engine forwards a container's queries from the host's namespace when its --dns is a
-// loopback address, and then every query looks like the host's; the flags let the operator be told.
+// sourceKinds records whether any query came from loopback and whether any came from elsewhere. When
+// Docker forwards containers' queries from the host's namespace (a current engine does, for a loopback
+// nameserver in the host's resolv.conf), every query looks like the host's; the flags let the operator
+// be told.
 // Each is set once and only read afterwards, so the query path pays one load.
 type sourceKinds struct {
 	loopback, other atomic.Bool

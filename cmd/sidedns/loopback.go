@@ -12,8 +12,10 @@ import (
 const loopbackCheckInterval = 5 * time.Second
 
 // loopbackOnly warns once when queries have arrived, every one from loopback, while containers sit on
-// user-defined networks. On a current Docker engine a loopback --dns makes 127.0.0.11 forward from the
-// host's namespace: sidedns then sees the host, not the container, and cannot scope the answer.
+// user-defined networks. Then no container reaches sidedns directly: a loopback --dns is asked from the
+// container's own namespace and never arrives, and current engines ask a loopback nameserver of the
+// host's resolv.conf from the host's namespace, so sidedns sees the host, not the container, and cannot
+// scope the answer.
 type loopbackOnly struct {
 	sources func() (loopback, other bool)
 	table   func() resolver.Topology
@@ -42,8 +44,9 @@ func (c loopbackOnly) check() bool {
 		return false
 	}
 	c.log.Warn("every query so far came from loopback while containers are on user-defined networks: "+
-		"a current Docker engine forwards a loopback --dns from the host's namespace, so sidedns cannot see "+
-		"or scope the asking container; give containers --dns <bridge gateway> and listen there",
+		"sidedns cannot see or scope the asking containers (a loopback --dns never reaches it; a loopback "+
+		"resolver in the host's resolv.conf is asked from the host); give containers --dns <bridge gateway> "+
+		"and listen there",
 		zap.Strings("for_example", names))
 	return true
 }
