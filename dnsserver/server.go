@@ -96,6 +96,7 @@ type Stats struct {
 type Server struct {
 	Stats   Stats
 	metrics *metrics
+	sources sourceKinds
 
 	listen   []netip.AddrPort
 	readers  int // UDP sockets (SO_REUSEPORT) per listen address
@@ -370,6 +371,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 func (s *Server) allowed(src netip.Addr) bool {
+	s.sources.see(src) // every query passes here, on the fast and the slow path
 	allow := *s.allow.Load()
 	if len(allow) == 0 {
 		return src.IsLoopback() || (s.local != nil && s.local.IsLocalSource(src))

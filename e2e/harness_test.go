@@ -52,14 +52,19 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	stopEngine, code, exit := enterEngine() // SIDEDNS_E2E_ENGINE: engine_test.go
+	if exit {
+		os.Exit(code)
+	}
 	dir, err := os.MkdirTemp("", "sidedns-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "create temp dir:", err)
 		os.Exit(1)
 	}
 	buildDir = dir
-	code := m.Run()
+	code = m.Run()
 	sweep()
+	stopEngine()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

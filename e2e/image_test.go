@@ -19,8 +19,12 @@ import (
 )
 
 // dockerSock is the engine's API socket on this host; images under test get
-// it mounted read-only.
-const dockerSock = "/var/run/docker.sock"
+// it mounted read-only at containerDockerSock. enterEngine points it at the
+// private engine's socket.
+var dockerSock = containerDockerSock
+
+// containerDockerSock is where sidedns in a container finds the socket.
+const containerDockerSock = "/var/run/docker.sock"
 
 // maxImageBytes is a generous bound for "small": a FROM-scratch image holds
 // one static binary (about 10 MB stripped).
@@ -144,7 +148,7 @@ func TestImageRuntime(t *testing.T) {
 			httpAddr := net.JoinHostPort(lo, strconv.Itoa(freePort(t, lo)))
 			name := fmt.Sprintf("sidedns-test-%s-img%d", sfx, i)
 			args := []string{"run", "-d", "--name", name, "--label", runLabel + "=" + runID,
-				"--network", "host", "-v", dockerSock + ":" + dockerSock + ":ro"}
+				"--network", "host", "-v", dockerSock + ":" + containerDockerSock + ":ro"}
 			args = append(args, tc.runArgs...)
 			args = append(args, img, "--listen", dnsAddr, "--listen", gwAddr, "--http", httpAddr,
 				"--upstream", up.Addr, "--log-format", "console")

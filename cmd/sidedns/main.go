@@ -122,6 +122,8 @@ type app struct {
 	pub       *control.Publisher // publishes the watcher's topologies with the overrides
 	ctl       *control.Server
 	layers    *layers // nil without --records-file and --cluster-etcd
+
+	stopLoopbackCheck func() // nil until started
 }
 
 // start builds and starts every component. On error, what was started is
@@ -210,6 +212,7 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 		return nil, err
 	}
 	a.runWatcher()
+	a.watchLoopbackOnly()
 	log.Info("sidedns started",
 		zap.Stringers("listen", a.srv.Addrs()),
 		zap.Stringers("upstreams", specs),
@@ -341,6 +344,9 @@ func (a *app) stop() {
 	}
 	if err := a.stopHTTP(ctx); err != nil {
 		a.log.Warn("stop http", zap.Error(err))
+	}
+	if a.stopLoopbackCheck != nil {
+		a.stopLoopbackCheck()
 	}
 	a.stopWatch()
 	if a.watchDone != nil {
