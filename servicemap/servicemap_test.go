@@ -24,7 +24,7 @@ func newClock() *clock {
 	c.ns.Store(time.Date(2026, 11, 30, 10, 0, 30, 0, time.UTC).UnixNano())
 	return c
 }
-func (c *clock) now() time.Time           { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
 func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 func ep(network, ip string, aliases ...string) resolver.Endpoint {
@@ -119,7 +119,7 @@ func TestGraphEdges(t *testing.T) {
 			{src: api, name: "codeload.github.com", answers: 1},
 			{src: api, name: "www.example.co.uk", answers: 1}},
 			map[string]Counts{
-				"service:shop/api -> external:github.com":     {Queries: 2, Cached: 1},
+				"service:shop/api -> external:github.com":    {Queries: 2, Cached: 1},
 				"service:shop/api -> external:example.co.uk": {Queries: 1},
 			}},
 		{"failures are counted by kind", []lookup{
@@ -134,7 +134,7 @@ func TestGraphEdges(t *testing.T) {
 			{src: tools, name: "db", answers: 1},
 			{src: host, name: "nosuch.docker", rcode: dns.RcodeNameError}},
 			map[string]Counts{
-				"container:tools -> service:shop/db":      {Queries: 1},
+				"container:tools -> service:shop/db":   {Queries: 1},
 				"host:127.0.0.1 -> name:nosuch.docker": {Queries: 1, NXDomain: 1},
 			}},
 	}
