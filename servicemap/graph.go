@@ -106,6 +106,8 @@ type Graph struct {
 	Bucket string    `json:"bucket"`
 	Nodes  []Node    `json:"nodes"`
 	Edges  []Edge    `json:"edges"`
+	// Series are the whole server's lookups by Step, for the charts.
+	Series []Point `json:"series"`
 }
 
 // span is the minutes a read covers, first and last included.
@@ -159,7 +161,7 @@ func (m *Map) each(sp span, fn func(p *pair, c Counts)) {
 // whole window) and now.
 func (m *Map) Graph(since time.Time) Graph {
 	sp, from, to := m.window(since)
-	g := Graph{From: from, To: to, Bucket: Bucket.String(), Nodes: []Node{}, Edges: []Edge{}}
+	g := Graph{From: from, To: to, Bucket: Bucket.String(), Nodes: []Node{}, Edges: []Edge{}, Series: m.Series(since)}
 	health := m.health()
 	nodes := map[string]Node{}
 	type key struct{ from, to string }

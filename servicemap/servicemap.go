@@ -104,9 +104,10 @@ type Map struct {
 	seed  maphash.Seed
 	now   func() time.Time
 
-	idx   atomic.Pointer[index]
-	slots [MaxEdges]atomic.Pointer[pair]
-	queue chan sighting
+	idx    atomic.Pointer[index]
+	slots  [MaxEdges]atomic.Pointer[pair]
+	queue  chan sighting
+	series series
 
 	mu   sync.Mutex // the writer: inserts, evictions, index rebuilds
 	live int        // pairs in slots
@@ -128,17 +129,18 @@ func New(table Table, now func() time.Time) *Map {
 	return m
 }
 
-// Record counts one answered query: rcode and the number of answer records
-// as the client got them, cached when a cache entry answered it. Queries
-// without a question are not counted. It takes no lock and, for a pair
-// already in the table, allocates nothing and never blocks.
-func (m *Map) Record(at time.Time, src netip.Addr, q *dnswire.Query, rcode, answers int, cached bool) {
+// Record counts one answered query (dnsserver.Recorder): rcode and the
+// number of answer records as the client got them, where the answer came
+// from, and how long an upstream took. Queries without a question make no
+// edge. It takes no lock, allocates nothing and never blocks.
+func (m *Map) Record(at time.Time, src netip.Addr, q *dnswire.Query, rcode, answers int, via string, took time.Duration) {
+	m.series.add(at.UnixNano(), via, took)
 	name := q.Name()
 	if !q.HasQuestion || len(name) == 0 {
 		return
 	}
 	src = src.Unmap()
-	flags := countFlags(rcode, answers, cached)
+	flags := countFlags(rcode, answers, via == "cache" || via == "stale")
 	h := m.hash(src, name)
 	ns := at.UnixNano()
 	if p := m.find(h, src, name); p != nil {

@@ -88,7 +88,11 @@ func (m *Map) send(t testing.TB, at time.Time, ls ...lookup) {
 	for _, l := range ls {
 		q := query(t, l.name)
 		for range max(l.times, 1) {
-			m.Record(at, l.src, q, l.rcode, l.answers, l.cached)
+			via := "local"
+			if l.cached {
+				via = "cache"
+			}
+			m.Record(at, l.src, q, l.rcode, l.answers, via, 0)
 		}
 	}
 }
@@ -285,22 +289,22 @@ func TestRecordAllocatesNothing(t *testing.T) {
 	m, c := newMap(t)
 	q := query(t, "api")
 	at := c.now()
-	m.Record(at, web, q, dns.RcodeSuccess, 1, false)
+	m.Record(at, web, q, dns.RcodeSuccess, 1, "local", 0)
 	m.Stats()
-	if n := testing.AllocsPerRun(1000, func() { m.Record(at, web, q, dns.RcodeSuccess, 1, false) }); n != 0 {
+	if n := testing.AllocsPerRun(1000, func() { m.Record(at, web, q, dns.RcodeSuccess, 1, "local", 0) }); n != 0 {
 		t.Errorf("Record allocates %v times per call, want 0", n)
 	}
 	// A first sighting allocates nothing on the query path either: it is
 	// queued by value.
 	fresh := query(t, "fresh.example.com")
-	if n := testing.AllocsPerRun(1, func() { m.Record(at, api, fresh, dns.RcodeSuccess, 1, false) }); n != 0 {
+	if n := testing.AllocsPerRun(1, func() { m.Record(at, api, fresh, dns.RcodeSuccess, 1, "local", 0) }); n != 0 {
 		t.Errorf("a first sighting allocates %v times, want 0", n)
 	}
 }
 
 func TestConcurrentRecording(t *testing.T) {
 	m, c := newMap(t)
-	m.Record(c.now(), web, query(t, "api"), dns.RcodeSuccess, 1, false)
+	m.Record(c.now(), web, query(t, "api"), dns.RcodeSuccess, 1, "local", 0)
 	m.Stats() // inserted, so that no count of it waits in the queue
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -313,9 +317,9 @@ func TestConcurrentRecording(t *testing.T) {
 			defer wg.Done()
 			q := query(t, "api")
 			for i := range each {
-				m.Record(c.now(), web, q, dns.RcodeSuccess, 1, false)
+				m.Record(c.now(), web, q, dns.RcodeSuccess, 1, "local", 0)
 				if i%200 == 0 {
-					m.Record(c.now(), api, query(t, "w"+strconv.Itoa(w)+"-"+strconv.Itoa(i)+".example.com"), dns.RcodeSuccess, 1, false)
+					m.Record(c.now(), api, query(t, "w"+strconv.Itoa(w)+"-"+strconv.Itoa(i)+".example.com"), dns.RcodeSuccess, 1, "local", 0)
 				}
 			}
 		}()
@@ -341,12 +345,12 @@ func BenchmarkRecord(b *testing.B) {
 	m, c := newMap(b)
 	q := query(b, "api")
 	at := c.now()
-	m.Record(at, web, q, dns.RcodeSuccess, 1, false)
+	m.Record(at, web, q, dns.RcodeSuccess, 1, "local", 0)
 	m.Stats()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			m.Record(at, web, q, dns.RcodeSuccess, 1, false)
+			m.Record(at, web, q, dns.RcodeSuccess, 1, "local", 0)
 		}
 	})
 }
