@@ -46,6 +46,8 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /api/v1/records", s.handleRecords)
 	mux.HandleFunc("GET /api/v1/events", s.handleEvents)
+	mux.HandleFunc("GET /api/v1/graph", s.handleGraph)
+	mux.HandleFunc("GET /api/v1/problems", s.handleProblems)
 	static := http.FileServerFS(web)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Security-Policy", contentSecurityPolicy)
