@@ -16,7 +16,7 @@ import (
 	"go.uber.org/zap"
 )
 
-//go:embed web/index.html web/app.js web/style.css
+//go:embed web/index.html web/app.js web/map.js web/style.css
 var webFiles embed.FS
 
 // contentSecurityPolicy allows only our own script, style and SSE stream:
@@ -54,7 +54,7 @@ func (s *Server) routes() http.Handler {
 		w.Header().Set("Cache-Control", "no-cache")
 		http.ServeFileFS(w, r, web, "index.html")
 	})
-	for _, name := range []string{"/app.js", "/style.css"} {
+	for _, name := range []string{"/app.js", "/map.js", "/style.css"} {
 		mux.Handle("GET "+name, noCache(static))
 	}
 	return securityHeaders(mux)

@@ -15,6 +15,17 @@ import (
 	"github.com/sidedns/sidedns/servicemap"
 )
 
+var webAddr = netip.MustParseAddr("172.20.0.2")
+
+func parse(t testing.TB, pkt []byte) *dnswire.Query {
+	t.Helper()
+	var q dnswire.Query
+	if err := dnswire.Parse(pkt, &q); err != nil {
+		t.Fatal(err)
+	}
+	return &q
+}
+
 // lookups records n lookups of name from src into m, as the DNS server would.
 func lookups(t testing.TB, m *servicemap.Map, at time.Time, src, name string, rcode, n int) {
 	t.Helper()
@@ -22,16 +33,13 @@ func lookups(t testing.TB, m *servicemap.Map, at time.Time, src, name string, rc
 	if err != nil {
 		t.Fatal(err)
 	}
-	var q dnswire.Query
-	if err := dnswire.Parse(pkt, &q); err != nil {
-		t.Fatal(err)
-	}
+	q := parse(t, pkt)
 	answers := 1
 	if rcode != dns.RcodeSuccess {
 		answers = 0
 	}
 	for range n {
-		m.Record(at, netip.MustParseAddr(src), &q, rcode, answers, "local", 0)
+		m.Record(at, netip.MustParseAddr(src), q, rcode, answers, "local", 0)
 	}
 }
 
