@@ -62,8 +62,8 @@ func TestGraphAndProblemsAPI(t *testing.T) {
 		want  map[string]uint64 // "from -> to": queries
 	}{
 		{"", map[string]uint64{
-			"service:shop/web -> container:db":         4,
-			"service:shop/web -> external:paymnts":     5,
+			"service:shop/web -> container:db":        4,
+			"service:shop/web -> external:paymnts":    5,
 			"service:shop/web -> external:github.com": 2,
 		}},
 		{"?since=5m", map[string]uint64{

@@ -83,9 +83,10 @@ type Point struct {
 	Local       float64   `json:"local"`
 	Cache       float64   `json:"cache"`
 	Upstream    float64   `json:"upstream"`
-	CacheRatio  float64   `json:"cacheRatio"` // cache answers over cache and upstream answers
+	CacheRatio  *float64  `json:"cacheRatio,omitempty"` // cache answers over cache and upstream answers
 	UpstreamP50 *float64  `json:"upstreamP50,omitempty"`
 	UpstreamP95 *float64  `json:"upstreamP95,omitempty"`
+	// The pointers are absent in a step without cache or upstream answers.
 }
 
 // points returns the steps from first to last, empty ones included.
@@ -102,7 +103,8 @@ func (s *series) points(first, last int64) []Point {
 		local, cache, up := st.by[srcLocal].Load(), st.by[srcCache].Load(), st.by[srcUpstream].Load()
 		p.Local, p.Cache, p.Upstream = float64(local)/secs, float64(cache)/secs, float64(up)/secs
 		if cache+up > 0 {
-			p.CacheRatio = float64(cache) / float64(cache+up)
+			r := float64(cache) / float64(cache+up)
+			p.CacheRatio = &r
 		}
 		var hist [nLatency]uint32
 		var total uint32

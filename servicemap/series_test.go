@@ -29,7 +29,7 @@ func TestSeries(t *testing.T) {
 	}
 	p := pts[len(pts)-2]
 	secs := Step.Seconds()
-	if p.Local != 10/secs || p.Cache != 5/secs || p.Upstream != 5/secs || p.CacheRatio != 0.5 {
+	if p.Local != 10/secs || p.Cache != 5/secs || p.Upstream != 5/secs || deref(p.CacheRatio) != 0.5 {
 		t.Errorf("point %+v, want 10, 5, 5 lookups in %v and a cache ratio of 0.5", p, Step)
 	}
 	near := func(got *float64, want float64) bool {

@@ -80,7 +80,10 @@
     for (const e of graph.edges) {
       const a = L.pos.get(e.from), b = L.pos.get(e.to);
       if (!a || !b) continue;
-      const mx = (a.x + b.x) / 2, my = (a.y + b.y) / 2 - (a.x === b.x ? 0 : 24);
+      // Bend left-to-right edges up and the others down, so that lookups
+      // both ways between two nodes are two curves.
+      const bend = a.x < b.x || (a.x === b.x && a.y < b.y) ? -24 : 24;
+      const mx = (a.x + b.x) / 2 + (a.x === b.x ? bend * 2 : 0), my = (a.y + b.y) / 2 + (a.x === b.x ? 0 : bend);
       const path = svg("path", {
         d: `M${a.x},${a.y} Q${mx},${my} ${b.x},${b.y}`,
         class: "edge" + (e.failing ? " failing" : ""),
