@@ -71,6 +71,12 @@
     const L = layout(graph.nodes);
     box.setAttribute("viewBox", `0 0 ${L.width} ${L.height}`);
     box.setAttribute("height", L.height);
+    // An arrowhead at the owner's end says which way the lookups go.
+    const defs = svg("defs");
+    const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 22, refY: 5, markerWidth: 10, markerHeight: 10, orient: "auto-start-reverse", markerUnits: "userSpaceOnUse" });
+    marker.append(svg("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow" }));
+    defs.append(marker);
+    box.append(defs);
     L.order.forEach((key, i) => {
       const x = 90 + i * L.colW;
       const title = key === "host" ? "host" : key === "ext" ? "external" : key.slice(2) || "no project";
@@ -88,6 +94,7 @@
         d: `M${a.x},${a.y} Q${mx},${my} ${b.x},${b.y}`,
         class: "edge" + (e.failing ? " failing" : ""),
         "stroke-width": edgeWidth(e).toFixed(1),
+        "marker-end": "url(#arrow)",
         "data-from": e.from, "data-to": e.to,
       });
       path.append(svg("title", {}, `${e.from} → ${e.to}: ${e.queries} lookups, ${e.nxdomain} NXDOMAIN, ${e.servfail} SERVFAIL, ${e.nodata} NODATA`));
