@@ -60,3 +60,7 @@ func (s *snapshot) ownerByOrd(ord uint64) (Owner, bool) {
 	c := &s.topo.Containers[i]
 	return Owner{Service: c.Service, Project: c.Project, Container: c.Name}, true
 }
+
+// Generation changes whenever a new table is published, so that a reader
+// of QuerierOf and NameOwner knows when what it learned may be stale.
+func (r *Resolver) Generation() uint64 { return r.Stats.Publishes.Load() }

@@ -143,11 +143,20 @@ func (p *pair) counts(sp span) Counts {
 }
 
 // each calls fn for every pair with lookups in sp, after draining the
-// queue so that every lookup recorded so far is seen.
+// queue so that every lookup recorded so far is seen, and naming the pairs
+// again when the table changed.
 func (m *Map) each(sp span, fn func(p *pair, c Counts)) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.drainLocked()
-	m.mu.Unlock()
+	if g := m.table.Generation(); g != m.gen {
+		m.gen = g
+		for i := range m.slots {
+			if p := m.slots[i].Load(); p != nil {
+				p.from, p.to = m.nameEnds(p.src, p.name)
+			}
+		}
+	}
 	for i := range m.slots {
 		if p := m.slots[i].Load(); p != nil {
 			if c := p.counts(sp); c.Queries > 0 {

@@ -51,6 +51,10 @@ type Table interface {
 	QuerierOf(src netip.Addr) (resolver.Owner, bool)
 	NameOwner(src netip.Addr, name string) (resolver.Owner, bool)
 	Records() (resolver.Topology, []resolver.Record)
+	// Generation changes with every new table: both ends of every pair
+	// are named again, since a container often looks names up before
+	// sidedns has seen it start.
+	Generation() uint64
 }
 
 // Counter indexes the counts kept per edge and minute.
@@ -109,9 +113,10 @@ type Map struct {
 	queue  chan sighting
 	series series
 
-	mu   sync.Mutex // the writer: inserts, evictions, index rebuilds
+	mu   sync.Mutex // the writer and the readers: inserts, evictions, names
 	live int        // pairs in slots
 	free []int32    // empty slots
+	gen  uint64     // the table generation the pairs were named under
 
 	evictions atomic.Uint64
 	dropped   atomic.Uint64

@@ -354,3 +354,24 @@ func BenchmarkRecord(b *testing.B) {
 		}
 	})
 }
+
+// A container that looks names up before sidedns has seen it start is
+// named once the table knows it.
+func TestRenamesWhenTheTableChanges(t *testing.T) {
+	r := resolver.New(resolver.Options{})
+	topo := shop()
+	late := topo.Containers[0] // web
+	topo.Containers = topo.Containers[1:]
+	r.Publish(topo)
+	c := newClock()
+	m := New(r, c.now)
+	m.send(t, c.now(), lookup{src: web, name: "api", answers: 1})
+	if got := edgeMap(m.Graph(time.Time{})); fmt.Sprint(got) != fmt.Sprint(map[string]Counts{"host:172.30.0.2 -> service:shop/api": {Queries: 1}}) {
+		t.Fatalf("before web is known: %v", got)
+	}
+	topo.Containers = append(topo.Containers, late)
+	r.Publish(topo)
+	if got := edgeMap(m.Graph(time.Time{})); fmt.Sprint(got) != fmt.Sprint(map[string]Counts{"service:shop/web -> service:shop/api": {Queries: 1}}) {
+		t.Fatalf("after web is known: %v", got)
+	}
+}
