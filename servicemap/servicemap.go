@@ -9,7 +9,7 @@
 // adds to atomic counters. The first lookup of a pair is queued, by value,
 // to the writer, which names both ends (off the query path, where it may
 // allocate and ask the resolver) and inserts it, evicting the least recently
-// used pair when the table is full.
+// used of a sample of pairs when the table is full.
 package servicemap
 
 import (
@@ -43,6 +43,9 @@ const (
 	// queueSize bounds first sightings waiting for the writer; past it a
 	// new pair is dropped (and counted) rather than blocking a query.
 	queueSize = 1024
+	// evictSample is how many pairs an eviction compares: the table is
+	// full then, so every slot holds one.
+	evictSample = 64
 )
 
 // Table is the container table as the map needs it: who asked, who owns a
@@ -117,6 +120,7 @@ type Map struct {
 	live int        // pairs in slots
 	free []int32    // empty slots
 	gen  uint64     // the table generation the pairs were named under
+	hand int        // where the next eviction looks
 
 	evictions atomic.Uint64
 	dropped   atomic.Uint64
@@ -291,16 +295,21 @@ func (m *Map) insert(s *sighting) {
 	}
 }
 
-// evictLocked removes the least recently used pair.
+// evictLocked removes the least recently used of the evictSample pairs at
+// the clock hand, and moves the hand past it. Scanning the whole table for
+// each new pair would cost the writer 10,000 loads per name when a client
+// asks for unique names, which is what floods the table in the first place.
 func (m *Map) evictLocked() {
 	oldest, at := -1, int64(0)
-	for i := range m.slots {
+	for k := range evictSample {
+		i := (m.hand + k) % MaxEdges
 		if p := m.slots[i].Load(); p != nil {
 			if l := p.last.Load(); oldest < 0 || l < at {
 				oldest, at = i, l
 			}
 		}
 	}
+	m.hand = (oldest + 1) % MaxEdges
 	p := m.slots[oldest].Load()
 	ix := m.idx.Load()
 	mask := uint64(len(ix.words) - 1)
@@ -356,7 +365,7 @@ func (m *Map) Stats() Stats {
 
 var (
 	descEdges     = prometheus.NewDesc("sidedns_edges", "Lookup edges (source, name) held by the service map.", nil, nil)
-	descEvictions = prometheus.NewDesc("sidedns_edge_evictions_total", "Lookup edges evicted, least recently used first, to keep the service map bounded.", nil, nil)
+	descEvictions = prometheus.NewDesc("sidedns_edge_evictions_total", "Lookup edges evicted, the least recently used of a sample, to keep the service map bounded.", nil, nil)
 	descDropped   = prometheus.NewDesc("sidedns_edge_dropped_total", "First lookups of an edge not recorded because the service map's writer was behind.", nil, nil)
 )
 
