@@ -64,3 +64,7 @@ func (s *snapshot) ownerByOrd(ord uint64) (Owner, bool) {
 // Generation changes whenever a new table is published, so that a reader
 // of QuerierOf and NameOwner knows when what it learned may be stale.
 func (r *Resolver) Generation() uint64 { return r.Stats.Publishes.Load() }
+
+// Topology returns the topology the current table was built from. It is
+// shared: callers must not change it.
+func (r *Resolver) Topology() Topology { return r.snap.Load().topo }

@@ -215,7 +215,7 @@ func (m *Map) Graph(since time.Time) Graph {
 
 // health is the health of every service and container node in the table.
 func (m *Map) health() map[string]string {
-	topo, _ := m.table.Records()
+	topo := m.table.Topology()
 	type tally struct{ up, down, running int }
 	t := map[string]*tally{}
 	for i := range topo.Containers {

@@ -53,6 +53,7 @@ const (
 type Table interface {
 	QuerierOf(src netip.Addr) (resolver.Owner, bool)
 	NameOwner(src netip.Addr, name string) (resolver.Owner, bool)
+	Topology() resolver.Topology
 	Records() (resolver.Topology, []resolver.Record)
 	// Generation changes with every new table: both ends of every pair
 	// are named again, since a container often looks names up before
@@ -316,9 +317,13 @@ func (m *Map) evictLocked() {
 	h := m.hash(p.src, []byte(p.name))
 	want := fingerprint(h) | uint64(oldest+1)
 	for pos := h & mask; ; pos = (pos + 1) & mask {
-		if ix.words[pos].Load() == want {
+		w := ix.words[pos].Load()
+		if w == want {
 			ix.words[pos].Store(tomb)
 			ix.tombs++
+			break
+		}
+		if w == 0 { // cannot happen: every pair in slots is in the index
 			break
 		}
 	}

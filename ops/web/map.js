@@ -6,8 +6,10 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const SVG = "http://www.w3.org/2000/svg";
-  // POLL_MS keeps a new edge on screen within 2 s of its first lookup.
-  const POLL_MS = 1000;
+  // POLL_MS keeps a new edge on screen within 2 s of its first lookup;
+  // behind the table view the map is read only to know it is there.
+  const POLL_MS = 1000, POLL_HIDDEN_MS = 10000;
+  let timer = null;
 
   function svg(tag, attrs, text) {
     const e = document.createElementNS(SVG, tag);
@@ -207,12 +209,15 @@
     } catch (e) {
       // The connection pill of the table view shows the server is away.
     }
-    setTimeout(poll, POLL_MS);
+    clearTimeout(timer);
+    timer = setTimeout(poll, document.body.dataset.view === "map" ? POLL_MS : POLL_HIDDEN_MS);
   }
 
   function showView(name) {
     for (const b of document.querySelectorAll("[data-view]")) b.setAttribute("aria-pressed", String(b.dataset.view === name));
+    const was = document.body.dataset.view;
     document.body.dataset.view = name;
+    if (name === "map" && was !== "map") poll();
   }
 
   document.addEventListener("DOMContentLoaded", () => {
