@@ -14,7 +14,9 @@ package servicemap
 
 import (
 	"context"
+	"encoding/binary"
 	"hash/maphash"
+	"math/bits"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -175,13 +177,21 @@ func countFlags(rcode, answers int, cached bool) (f [nCounters]bool) {
 	return f
 }
 
+// hash keys a pair: the seeded hash of the name, so that no client can
+// aim collisions at the index, mixed with the address. (A maphash.Hash
+// over both costs twice as much; collisions only cost a longer probe, as
+// find compares the pair itself.)
 func (m *Map) hash(src netip.Addr, name []byte) uint64 {
-	var h maphash.Hash
-	h.SetSeed(m.seed)
 	a := src.As16()
-	h.Write(a[:])
-	h.Write(name)
-	return h.Sum64()
+	hi, lo := binary.LittleEndian.Uint64(a[:8]), binary.LittleEndian.Uint64(a[8:])
+	return maphash.Bytes(m.seed, name) ^ mix64(lo^bits.RotateLeft64(hi, 32))
+}
+
+// mix64 is splitmix64's finalizer: every input bit moves every output bit.
+func mix64(z uint64) uint64 {
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	return z ^ z>>31
 }
 
 func fingerprint(h uint64) uint64 {
@@ -218,7 +228,11 @@ func (m *Map) find(h uint64, src netip.Addr, name []byte) *pair {
 // first; a lookup racing the reset at the turn of a minute may be lost,
 // which a map of rates can bear better than a lock.
 func (p *pair) add(ns int64, flags [nCounters]bool) {
-	p.last.Store(ns)
+	// The LRU order needs no finer grain than a second, and a load is
+	// cheaper than a store on every query.
+	if ns-p.last.Load() > int64(time.Second) {
+		p.last.Store(ns)
+	}
 	min := ns / int64(Bucket)
 	b := &p.buckets[min%int64(nBuckets)]
 	if old := b.minute.Load(); old != min && b.minute.CompareAndSwap(old, min) {
