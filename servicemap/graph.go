@@ -2,6 +2,7 @@ package servicemap
 
 import (
 	"cmp"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -213,6 +214,24 @@ func (m *Map) Graph(since time.Time) Graph {
 	return g
 }
 
+// observeHealthLocked notes which services and containers have no healthy
+// replica now, and since when. Called with mu held.
+func (m *Map) observeHealthLocked() map[string]string {
+	health := m.health()
+	now := m.now()
+	for id, h := range health {
+		if _, ok := m.unhealthy[id]; !ok && h == "unhealthy" {
+			m.unhealthy[id] = now
+		}
+	}
+	for id := range m.unhealthy {
+		if health[id] != "unhealthy" {
+			delete(m.unhealthy, id)
+		}
+	}
+	return health
+}
+
 // health is the health of every service and container node in the table.
 func (m *Map) health() map[string]string {
 	topo := m.table.Topology()
@@ -262,10 +281,18 @@ type Problems struct {
 	// Failing are names that keep getting NXDOMAIN, with who asks.
 	Failing []FailingName `json:"failing"`
 	// Unhealthy are services and containers none of whose replicas is healthy.
-	Unhealthy []Node `json:"unhealthy"`
+	Unhealthy []UnhealthyNode `json:"unhealthy"`
 	// FailOpen are names answered with unhealthy containers because no
 	// healthy one was left.
 	FailOpen []FailOpenName `json:"failOpen"`
+}
+
+// UnhealthyNode is a service or container with no healthy replica: since
+// when the map has seen it so, and whether that was all through the window.
+type UnhealthyNode struct {
+	Node
+	Since  time.Time `json:"since"`
+	Always bool      `json:"always"`
 }
 
 // FailingName is a name one querier keeps getting NXDOMAIN for.
@@ -289,7 +316,7 @@ const failingMin = 3
 // Problems returns the problems between since (zero: the whole window) and now.
 func (m *Map) Problems(since time.Time) Problems {
 	sp, _, _ := m.window(since)
-	p := Problems{Failing: []FailingName{}, Unhealthy: []Node{}, FailOpen: []FailOpenName{}}
+	p := Problems{Failing: []FailingName{}, Unhealthy: []UnhealthyNode{}, FailOpen: []FailOpenName{}}
 	type key struct{ name, from string }
 	failing := map[key]*FailingName{}
 	m.each(sp, func(pr *pair, c Counts) {
@@ -315,18 +342,21 @@ func (m *Map) Problems(since time.Time) Problems {
 	})
 
 	topo, recs := m.table.Records()
-	health := m.health()
+	m.mu.Lock()
+	health := m.observeHealthLocked()
+	seenSince := maps.Clone(m.unhealthy)
+	m.mu.Unlock()
 	seen := map[string]bool{}
 	for i := range topo.Containers {
 		c := &topo.Containers[i]
 		n := ownerNode(resolver.Owner{Service: c.Service, Project: c.Project, Container: c.Name})
-		if !seen[n.ID] && health[n.ID] == "unhealthy" {
+		if t, ok := seenSince[n.ID]; ok && !seen[n.ID] && health[n.ID] == "unhealthy" {
 			n.Health = "unhealthy"
-			p.Unhealthy = append(p.Unhealthy, n)
+			p.Unhealthy = append(p.Unhealthy, UnhealthyNode{Node: n, Since: t.UTC(), Always: !t.After(m.now().Add(-Window))})
 		}
 		seen[n.ID] = true
 	}
-	slices.SortFunc(p.Unhealthy, func(a, b Node) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(p.Unhealthy, func(a, b UnhealthyNode) int { return cmp.Compare(a.ID, b.ID) })
 	for _, r := range recs {
 		if r.FailOpen {
 			p.FailOpen = append(p.FailOpen, FailOpenName{Name: r.Name, Network: r.Network})

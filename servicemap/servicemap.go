@@ -124,6 +124,9 @@ type Map struct {
 	free []int32    // empty slots
 	gen  uint64     // the table generation the pairs were named under
 	hand int        // where the next eviction looks
+	// unhealthy holds, for each service or container with no healthy
+	// replica, when the map first saw it so.
+	unhealthy map[string]time.Time
 
 	evictions atomic.Uint64
 	dropped   atomic.Uint64
@@ -132,7 +135,7 @@ type Map struct {
 // New returns an empty Map that names edges from table; now is the clock
 // that readers use for the window.
 func New(table Table, now func() time.Time) *Map {
-	m := &Map{table: table, seed: maphash.MakeSeed(), now: now, queue: make(chan sighting, queueSize)}
+	m := &Map{table: table, seed: maphash.MakeSeed(), now: now, queue: make(chan sighting, queueSize), unhealthy: map[string]time.Time{}}
 	m.idx.Store(&index{words: make([]atomic.Uint64, indexSize)})
 	m.free = make([]int32, MaxEdges)
 	for i := range m.free {
@@ -247,13 +250,21 @@ func (p *pair) add(ns int64, flags [nCounters]bool) {
 	}
 }
 
-// Run inserts first sightings as they come until ctx ends. Readers drain
-// the queue too, so a read sees every lookup recorded before it.
+// Run inserts first sightings as they come until ctx ends, and looks at
+// the health of the table every Step, so that a service that stays
+// unhealthy is known as such without anyone reading. Readers drain the
+// queue too, so a read sees every lookup recorded before it.
 func (m *Map) Run(ctx context.Context) {
+	tick := time.NewTicker(Step)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-tick.C:
+			m.mu.Lock()
+			m.observeHealthLocked()
+			m.mu.Unlock()
 		case s := <-m.queue:
 			m.mu.Lock()
 			m.insert(&s)

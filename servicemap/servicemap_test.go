@@ -280,6 +280,13 @@ func TestProblems(t *testing.T) {
 	if fmt.Sprint(unhealthy) != "[service:shop/db]" {
 		t.Errorf("unhealthy = %v, want [service:shop/db]", unhealthy)
 	}
+	if p.Unhealthy[0].Always {
+		t.Errorf("db unhealthy all through the window when the map has only just seen it")
+	}
+	c.advance(Window + time.Minute)
+	if p := m.Problems(time.Time{}); len(p.Unhealthy) != 1 || !p.Unhealthy[0].Always || !p.Unhealthy[0].Since.Equal(c.now().Add(-Window-time.Minute)) {
+		t.Errorf("after %v: unhealthy %+v, want db, all through the window", Window+time.Minute, p.Unhealthy)
+	}
 	if len(p.FailOpen) == 0 || p.FailOpen[0].Name != "db" {
 		t.Errorf("fail open = %+v, want db first", p.FailOpen)
 	}

@@ -183,7 +183,9 @@
     }
     for (const n of p.unhealthy || []) {
       items.push(el("li", { class: "problem", "data-problem": "unhealthy" },
-        el("strong", {}, (n.project ? n.project + "/" : "") + n.name), " has no healthy replica"));
+        el("strong", {}, (n.project ? n.project + "/" : "") + n.name),
+        n.always ? " has had no healthy replica all through the last 15 minutes"
+          : " has no healthy replica, since " + new Date(n.since).toLocaleTimeString([], { hour12: false })));
     }
     for (const f of p.failOpen || []) {
       items.push(el("li", { class: "problem", "data-problem": "failopen" },
