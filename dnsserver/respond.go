@@ -175,21 +175,22 @@ func (s *Server) finish(dst, out []byte, r *request, authoritative bool, from so
 		s.log.Warn("unusable reply", zap.String("from", sourceNames[from]), zap.Stringer("name", qname(&r.q)))
 		return s.fail(dst, r, dns.RcodeServerFailure)
 	}
-	s.done(r, int(out[len(dst)+3]&0xf), from)
+	s.done(r, int(out[len(dst)+3]&0xf), int(out[len(dst)+6])<<8|int(out[len(dst)+7]), from)
 	return out
 }
 
 // fail appends a reply with rcode and no records.
 func (s *Server) fail(dst []byte, r *request, rcode int) []byte {
-	s.done(r, rcode, srcServer)
+	s.done(r, rcode, 0, srcServer)
 	return dnswire.AppendError(dst, &r.q, rcode)
 }
 
-// done counts a reply and writes it to the query log when sampled; counted
-// and logged before the write, so a client that has its answer sees it
-// counted.
-func (s *Server) done(r *request, rcode int, from source) {
+// done counts a reply (answers: its answer count), records it for the
+// service map, and writes it to the query log when sampled; counted and
+// logged before the write, so a client that has its answer sees it counted.
+func (s *Server) done(r *request, rcode, answers int, from source) {
 	s.metrics.observe(r.q.Type, rcode, from, r.start)
+	s.record(r, rcode, answers, from)
 	if s.logRate > 0 && rand.Float64() < s.logRate {
 		proto := "udp"
 		if r.tcp {

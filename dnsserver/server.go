@@ -75,6 +75,8 @@ type Config struct {
 	LogQueries float64
 	// Now is the clock for the rate limiter; default time.Now.
 	Now func() time.Time
+	// Recorder, when set, sees every lookup (the service map).
+	Recorder Recorder
 }
 
 // Stats are the server's counters. The ops surface exports them.
@@ -101,6 +103,7 @@ type Server struct {
 	listen   []netip.AddrPort
 	readers  int // UDP sockets (SO_REUSEPORT) per listen address
 	local    Local
+	recorder Recorder
 	log      *zap.Logger
 	timeout  time.Duration
 	logRate  float64
@@ -139,6 +142,7 @@ func New(cfg Config) (*Server, error) {
 		logRate: cfg.LogQueries,
 		metrics: newMetrics(),
 	}
+	s.recorder = cfg.Recorder
 	for _, l := range cfg.Listen {
 		ap, err := ParseListenAddr(l)
 		if err != nil {

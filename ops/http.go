@@ -16,7 +16,7 @@ import (
 	"go.uber.org/zap"
 )
 
-//go:embed web/index.html web/app.js web/style.css
+//go:embed web/index.html web/app.js web/map.js web/style.css
 var webFiles embed.FS
 
 // contentSecurityPolicy allows only our own script, style and SSE stream:
@@ -46,13 +46,15 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /api/v1/records", s.handleRecords)
 	mux.HandleFunc("GET /api/v1/events", s.handleEvents)
+	mux.HandleFunc("GET /api/v1/graph", s.handleGraph)
+	mux.HandleFunc("GET /api/v1/problems", s.handleProblems)
 	static := http.FileServerFS(web)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Security-Policy", contentSecurityPolicy)
 		w.Header().Set("Cache-Control", "no-cache")
 		http.ServeFileFS(w, r, web, "index.html")
 	})
-	for _, name := range []string{"/app.js", "/style.css"} {
+	for _, name := range []string{"/app.js", "/map.js", "/style.css"} {
 		mux.Handle("GET "+name, noCache(static))
 	}
 	return securityHeaders(mux)

@@ -66,6 +66,9 @@ type Config struct {
 	// Records returns the current table and the names the resolver answers
 	// from it (resolver.Resolver.Records). Nil means an empty table.
 	Records func() (resolver.Topology, []resolver.Record)
+	// ServiceMap is shown on /api/v1/graph, /api/v1/problems and the page's
+	// map view. Nil means off (404).
+	ServiceMap ServiceMap
 	// Ready reports whether the first Docker sync has happened. Nil means
 	// always ready.
 	Ready func() bool

@@ -1,9 +1,14 @@
 package main
 
-import "github.com/sidedns/sidedns/ops"
+import (
+	"context"
+
+	"github.com/sidedns/sidedns/ops"
+)
 
 // startHTTP serves the ops surface on --http: /metrics, /healthz, /readyz,
-// /api/v1/records and the live page.
+// /api/v1/records, the service map (/api/v1/graph, /api/v1/problems) and
+// the live page.
 func (a *app) startHTTP(cfg config) error {
 	if cfg.HTTP == "" {
 		return nil
@@ -11,18 +16,24 @@ func (a *app) startHTTP(cfg config) error {
 	reg := ops.NewRegistry()
 	a.registerMetrics(reg)
 	a.registerClusterMetrics(reg)
+	reg.MustRegister(a.smap)
 	a.ops = ops.New(ops.Config{
-		Addr:     cfg.HTTP,
-		Records:  a.res.Records,
-		Ready:    func() bool { return a.watcher != nil && a.watcher.Ready() },
-		Registry: reg,
-		Logger:   a.log.Named("http"),
-		Extra:    a.pageState,
-		Cluster:  a.clusterStatus,
+		Addr:       cfg.HTTP,
+		Records:    a.res.Records,
+		ServiceMap: a.smap,
+		Ready:      func() bool { return a.watcher != nil && a.watcher.Ready() },
+		Registry:   reg,
+		Logger:     a.log.Named("http"),
+		Extra:      a.pageState,
+		Cluster:    a.clusterStatus,
 	})
 	if err := a.ops.Start(); err != nil {
 		return err // it names the address and suggests --http
 	}
-	a.stopHTTP = a.ops.Shutdown
+	stopMap := a.runServiceMap()
+	a.stopHTTP = func(ctx context.Context) error {
+		defer stopMap()
+		return a.ops.Shutdown(ctx)
+	}
 	return nil
 }

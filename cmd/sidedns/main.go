@@ -26,6 +26,7 @@ import (
 	"github.com/sidedns/sidedns/dockerwatch"
 	"github.com/sidedns/sidedns/ops"
 	"github.com/sidedns/sidedns/resolver"
+	"github.com/sidedns/sidedns/servicemap"
 	"github.com/sidedns/sidedns/upstream"
 )
 
@@ -117,7 +118,8 @@ type app struct {
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
 	stopHTTP  func(context.Context) error
-	ops       *ops.Server // nil with --http=off
+	ops       *ops.Server     // nil with --http=off
+	smap      *servicemap.Map // nil with --http=off
 	overrides *control.Store
 	pub       *control.Publisher // publishes the watcher's topologies with the overrides
 	ctl       *control.Server
@@ -192,6 +194,7 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 		ForwardTimeout: forwardBudget,
 		Logger:         log.Named("dns"),
 		LogQueries:     cfg.LogQueries,
+		Recorder:       a.recorder(cfg),
 	})
 	if err != nil {
 		return nil, err

@@ -64,6 +64,8 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 		`sidedns_table_containers 0`,
 		`sidedns_health_failopen_total 0`,
 		`sidedns_queries_refused_total 0`,
+		`sidedns_edges 2`, // the host asked two names
+		`sidedns_edge_evictions_total 0`,
 		`go_goroutines `,
 		`process_resident_memory_bytes `,
 	} {

@@ -1,0 +1,416 @@
+// Package servicemap turns the lookups sidedns answers into a map of who
+// depends on whom: an edge runs from the container that asked (shown as its
+// compose service) to the owner of the answer (a local service or container,
+// or an external domain cut to its registrable part), with per-minute counts
+// over a rolling window.
+//
+// Recording runs on the query path, so it takes no lock and allocates
+// nothing: a query whose (source, name) pair is already in the table only
+// adds to atomic counters. The first lookup of a pair is queued, by value,
+// to the writer, which names both ends (off the query path, where it may
+// allocate and ask the resolver) and inserts it, evicting the least recently
+// used of a sample of pairs when the table is full.
+package servicemap
+
+import (
+	"context"
+	"encoding/binary"
+	"hash/maphash"
+	"math/bits"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sidedns/sidedns/dnswire"
+	"github.com/sidedns/sidedns/resolver"
+)
+
+const (
+	// MaxEdges bounds the table: (source, name) pairs, each a few hundred
+	// bytes, so some 5 MB at most.
+	MaxEdges = 10000
+	// Window is how far back the counts go, in Bucket steps.
+	Window = 15 * time.Minute
+	Bucket = time.Minute
+	// nBuckets is one more than the window holds, so the bucket being
+	// reused is never one a reader still sums.
+	nBuckets = int(Window/Bucket) + 1
+	// indexSize is the open-addressing index: a power of two, at least
+	// 1.5 times MaxEdges, so probes stay short.
+	indexSize = 1 << 14
+	// queueSize bounds first sightings waiting for the writer; past it a
+	// new pair is dropped (and counted) rather than blocking a query.
+	queueSize = 1024
+	// evictSample is how many pairs an eviction compares: the table is
+	// full then, so every slot holds one.
+	evictSample = 64
+)
+
+// Table is the container table as the map needs it: who asked, who owns a
+// name, and the health of what is there (resolver.Resolver).
+type Table interface {
+	QuerierOf(src netip.Addr) (resolver.Owner, bool)
+	NameOwner(src netip.Addr, name string) (resolver.Owner, bool)
+	Topology() resolver.Topology
+	Records() (resolver.Topology, []resolver.Record)
+	// Generation changes with every new table: both ends of every pair
+	// are named again, since a container often looks names up before
+	// sidedns has seen it start.
+	Generation() uint64
+}
+
+// Counter indexes the counts kept per edge and minute.
+const (
+	cQueries = iota
+	cNXDomain
+	cServFail
+	cNoData
+	cCached
+	nCounters
+)
+
+type bucket struct {
+	minute atomic.Int64 // the minute (Unix time / Bucket) the counters hold
+	n      [nCounters]atomic.Uint32
+}
+
+// pair is one (source, name) seen in the window, with both ends named.
+type pair struct {
+	src      netip.Addr
+	name     string
+	from, to Node
+	last     atomic.Int64 // Unix nanoseconds of the latest lookup: the LRU order
+	buckets  [nBuckets]bucket
+}
+
+// sighting is a first lookup of a pair, queued by value to the writer.
+type sighting struct {
+	h     uint64
+	src   netip.Addr
+	at    int64
+	flags [nCounters]bool
+	n     uint8
+	name  [255]byte
+}
+
+// index maps hashes to pair slots. A word is the hash's low 48 bits
+// (never zero) shifted up, or'd with slot+1; 0 is empty, tomb is a removed
+// entry that probes walk past.
+type index struct {
+	words []atomic.Uint64
+	tombs int // the writer's count, under Map.mu
+}
+
+const tomb = 0xffff
+
+// Map is the lookup table. Record is safe for concurrent use on the query
+// path; the rest is for the ops surface.
+type Map struct {
+	table Table
+	seed  maphash.Seed
+	now   func() time.Time
+
+	idx    atomic.Pointer[index]
+	slots  [MaxEdges]atomic.Pointer[pair]
+	queue  chan sighting
+	series series
+
+	mu   sync.Mutex // the writer and the readers: inserts, evictions, names
+	live int        // pairs in slots
+	free []int32    // empty slots
+	gen  uint64     // the table generation the pairs were named under
+	hand int        // where the next eviction looks
+	// unhealthy holds, for each service or container with no healthy
+	// replica, when the map first saw it so.
+	unhealthy map[string]time.Time
+
+	evictions atomic.Uint64
+	dropped   atomic.Uint64
+}
+
+// New returns an empty Map that names edges from table; now is the clock
+// that readers use for the window.
+func New(table Table, now func() time.Time) *Map {
+	m := &Map{table: table, seed: maphash.MakeSeed(), now: now, queue: make(chan sighting, queueSize), unhealthy: map[string]time.Time{}}
+	m.idx.Store(&index{words: make([]atomic.Uint64, indexSize)})
+	m.free = make([]int32, MaxEdges)
+	for i := range m.free {
+		m.free[i] = int32(MaxEdges - 1 - i)
+	}
+	return m
+}
+
+// Record counts one answered query (dnsserver.Recorder): rcode and the
+// number of answer records as the client got them, where the answer came
+// from, and how long an upstream took. Queries without a question make no
+// edge. It takes no lock, allocates nothing and never blocks.
+func (m *Map) Record(at time.Time, src netip.Addr, q *dnswire.Query, rcode, answers int, via string, took time.Duration) {
+	m.series.add(at.UnixNano(), via, took)
+	name := q.Name()
+	if !q.HasQuestion || len(name) == 0 {
+		return
+	}
+	src = src.Unmap()
+	flags := countFlags(rcode, answers, via == "cache" || via == "stale")
+	h := m.hash(src, name)
+	ns := at.UnixNano()
+	if p := m.find(h, src, name); p != nil {
+		p.add(ns, flags)
+		return
+	}
+	s := sighting{h: h, src: src, at: ns, flags: flags}
+	s.n = uint8(copy(s.name[:], name))
+	select {
+	case m.queue <- s:
+	default:
+		m.dropped.Add(1)
+	}
+}
+
+func countFlags(rcode, answers int, cached bool) (f [nCounters]bool) {
+	f[cQueries] = true
+	f[cNXDomain] = rcode == dns.RcodeNameError
+	f[cServFail] = rcode == dns.RcodeServerFailure
+	f[cNoData] = rcode == dns.RcodeSuccess && answers == 0
+	f[cCached] = cached
+	return f
+}
+
+// hash keys a pair: the seeded hash of the name, so that no client can
+// aim collisions at the index, mixed with the address. (A maphash.Hash
+// over both costs twice as much; collisions only cost a longer probe, as
+// find compares the pair itself.)
+func (m *Map) hash(src netip.Addr, name []byte) uint64 {
+	a := src.As16()
+	hi, lo := binary.LittleEndian.Uint64(a[:8]), binary.LittleEndian.Uint64(a[8:])
+	return maphash.Bytes(m.seed, name) ^ mix64(lo^bits.RotateLeft64(hi, 32))
+}
+
+// mix64 is splitmix64's finalizer: every input bit moves every output bit.
+func mix64(z uint64) uint64 {
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	return z ^ z>>31
+}
+
+func fingerprint(h uint64) uint64 {
+	fp := h << 16
+	if fp == 0 {
+		fp = 1 << 16
+	}
+	return fp
+}
+
+// find returns the pair for (src, name), or nil.
+func (m *Map) find(h uint64, src netip.Addr, name []byte) *pair {
+	ix := m.idx.Load()
+	mask := uint64(len(ix.words) - 1)
+	fp := fingerprint(h)
+	for i, pos := 0, h&mask; i < len(ix.words); i, pos = i+1, (pos+1)&mask {
+		w := ix.words[pos].Load()
+		if w == 0 {
+			return nil
+		}
+		if w == tomb || w&^0xffff != fp {
+			continue
+		}
+		// The slot may have been reused since the word was read: the
+		// pair itself says whether it is this one.
+		if p := m.slots[w&0xffff-1].Load(); p != nil && p.src == src && p.name == string(name) {
+			return p
+		}
+	}
+	return nil
+}
+
+// add counts one lookup at ns. A bucket from an older minute is reset
+// first; a lookup racing the reset at the turn of a minute may be lost,
+// which a map of rates can bear better than a lock.
+func (p *pair) add(ns int64, flags [nCounters]bool) {
+	// The LRU order needs no finer grain than a second, and a load is
+	// cheaper than a store on every query.
+	if ns-p.last.Load() > int64(time.Second) {
+		p.last.Store(ns)
+	}
+	min := ns / int64(Bucket)
+	b := &p.buckets[min%int64(nBuckets)]
+	if old := b.minute.Load(); old != min && b.minute.CompareAndSwap(old, min) {
+		for i := range b.n {
+			b.n[i].Store(0)
+		}
+	}
+	for i, f := range flags {
+		if f {
+			b.n[i].Add(1)
+		}
+	}
+}
+
+// Run inserts first sightings as they come until ctx ends, and looks at
+// the health of the table every Step, so that a service that stays
+// unhealthy is known as such without anyone reading. Readers drain the
+// queue too, so a read sees every lookup recorded before it.
+func (m *Map) Run(ctx context.Context) {
+	tick := time.NewTicker(Step)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			m.mu.Lock()
+			m.observeHealthLocked()
+			m.mu.Unlock()
+		case s := <-m.queue:
+			m.mu.Lock()
+			m.insert(&s)
+			m.drainLocked()
+			m.mu.Unlock()
+		}
+	}
+}
+
+func (m *Map) drainLocked() {
+	for {
+		select {
+		case s := <-m.queue:
+			m.insert(&s)
+		default:
+			return
+		}
+	}
+}
+
+// insert adds a sighting's pair, or counts it when an earlier sighting of
+// the same pair got there first. Called with mu held.
+func (m *Map) insert(s *sighting) {
+	name := s.name[:s.n]
+	if p := m.find(s.h, s.src, name); p != nil {
+		p.add(s.at, s.flags)
+		return
+	}
+	if m.live == MaxEdges {
+		m.evictLocked()
+	}
+	p := &pair{src: s.src, name: string(name)}
+	p.from, p.to = m.nameEnds(s.src, p.name)
+	p.add(s.at, s.flags)
+	slot := m.free[len(m.free)-1]
+	m.free = m.free[:len(m.free)-1]
+	m.slots[slot].Store(p)
+	m.live++
+
+	ix := m.idx.Load()
+	mask := uint64(len(ix.words) - 1)
+	for pos := s.h & mask; ; pos = (pos + 1) & mask {
+		w := ix.words[pos].Load()
+		if w == 0 || w == tomb {
+			if w == tomb {
+				ix.tombs--
+			}
+			ix.words[pos].Store(fingerprint(s.h) | uint64(slot+1))
+			break
+		}
+	}
+	if ix.tombs > indexSize/4 {
+		m.rebuildLocked()
+	}
+}
+
+// evictLocked removes the least recently used of the evictSample pairs at
+// the clock hand, and moves the hand past it. Scanning the whole table for
+// each new pair would cost the writer 10,000 loads per name when a client
+// asks for unique names, which is what floods the table in the first place.
+func (m *Map) evictLocked() {
+	oldest, at := -1, int64(0)
+	for k := range evictSample {
+		i := (m.hand + k) % MaxEdges
+		if p := m.slots[i].Load(); p != nil {
+			if l := p.last.Load(); oldest < 0 || l < at {
+				oldest, at = i, l
+			}
+		}
+	}
+	m.hand = (oldest + 1) % MaxEdges
+	p := m.slots[oldest].Load()
+	ix := m.idx.Load()
+	mask := uint64(len(ix.words) - 1)
+	h := m.hash(p.src, []byte(p.name))
+	want := fingerprint(h) | uint64(oldest+1)
+	for pos := h & mask; ; pos = (pos + 1) & mask {
+		w := ix.words[pos].Load()
+		if w == want {
+			ix.words[pos].Store(tomb)
+			ix.tombs++
+			break
+		}
+		if w == 0 { // cannot happen: every pair in slots is in the index
+			break
+		}
+	}
+	m.slots[oldest].Store(nil)
+	m.free = append(m.free, int32(oldest))
+	m.live--
+	m.evictions.Add(1)
+}
+
+// rebuildLocked replaces an index clogged with tombstones by a fresh one;
+// queries that still probe the old one find the same pairs.
+func (m *Map) rebuildLocked() {
+	ix := &index{words: make([]atomic.Uint64, indexSize)}
+	mask := uint64(indexSize - 1)
+	for i := range m.slots {
+		p := m.slots[i].Load()
+		if p == nil {
+			continue
+		}
+		h := m.hash(p.src, []byte(p.name))
+		pos := h & mask
+		for ix.words[pos].Load() != 0 {
+			pos = (pos + 1) & mask
+		}
+		ix.words[pos].Store(fingerprint(h) | uint64(i+1))
+	}
+	m.idx.Store(ix)
+}
+
+// Stats are the table's own counters, for metrics.
+type Stats struct {
+	Edges     int    // (source, name) pairs in the table
+	Evictions uint64 // pairs evicted to make room
+	Dropped   uint64 // first lookups dropped because the writer was behind
+}
+
+// Stats returns the table's counters.
+func (m *Map) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.drainLocked()
+	return Stats{Edges: m.live, Evictions: m.evictions.Load(), Dropped: m.dropped.Load()}
+}
+
+var (
+	descEdges     = prometheus.NewDesc("sidedns_edges", "Lookup edges (source, name) held by the service map.", nil, nil)
+	descEvictions = prometheus.NewDesc("sidedns_edge_evictions_total", "Lookup edges evicted, the least recently used of a sample, to keep the service map bounded.", nil, nil)
+	descDropped   = prometheus.NewDesc("sidedns_edge_dropped_total", "First lookups of an edge not recorded because the service map's writer was behind.", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (m *Map) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descEdges
+	ch <- descEvictions
+	ch <- descDropped
+}
+
+// Collect implements prometheus.Collector. Per-edge counts stay out of
+// Prometheus (the API carries them), so the series are few.
+func (m *Map) Collect(ch chan<- prometheus.Metric) {
+	st := m.Stats()
+	ch <- prometheus.MustNewConstMetric(descEdges, prometheus.GaugeValue, float64(st.Edges))
+	ch <- prometheus.MustNewConstMetric(descEvictions, prometheus.CounterValue, float64(st.Evictions))
+	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(st.Dropped))
+}
