@@ -241,6 +241,9 @@ func hasPort(rs *rrset, service, proto string) bool {
 // the parent of <name>.<network> (the network), of <service>.<project> (the
 // project), of a dotted name, or _<proto>.<name> of an SRV name.
 func (s *snapshot) isParent(nets []int32, project, rest string) bool {
+	if s.zone.parents[rest] {
+		return true // an ancestor of a zone-only record (records file, other hosts)
+	}
 	for _, slot := range nets {
 		nt := s.tables[slot]
 		if nt.parents[rest] > 0 || nt.count > 0 && isLabelSuffix(nt.lname, rest) {

@@ -15,6 +15,9 @@ import (
 type zoneTable struct {
 	names    map[string]*rrset // lower-cased record name
 	services map[string]*rrset // "<service>.<project>"
+	// parents holds the empty non-terminals these names make (RFC 8020):
+	// "shop" for "api.shop", "_tcp.api" for an SRV port of "api".
+	parents map[string]bool
 }
 
 func (z *zoneTable) used() bool { return len(z.names) != 0 }
@@ -49,6 +52,7 @@ func (s *snapshot) buildZone(o Options) {
 	}
 	s.zone.names = make(map[string]*rrset, nc)
 	s.zone.services = make(map[string]*rrset)
+	s.zone.parents = make(map[string]bool)
 	members := make([]member, neps) // one allocation for every zone member
 	for i := range t.Containers {
 		c := &t.Containers[i]
@@ -56,6 +60,9 @@ func (s *snapshot) buildZone(o Options) {
 			continue
 		}
 		name, svc := strings.ToLower(c.Name), serviceKey(c)
+		for _, key := range []string{name, svc} {
+			s.zone.addParents(key, c.Ports)
+		}
 		for j := range c.Endpoints {
 			m := &members[0]
 			members = members[1:]
@@ -73,6 +80,20 @@ func (s *snapshot) buildZone(o Options) {
 	}
 	for key, rs := range s.zone.services {
 		s.prependLocal(rs, func(nt *netTable) *rrset { return nt.services.get(key) })
+	}
+}
+
+// addParents records the proper ancestors of key inside the zone, and the
+// _<proto>.<key> names that hold its SRV records.
+func (z *zoneTable) addParents(key string, ports []Port) {
+	if key == "" {
+		return
+	}
+	for i := strings.IndexByte(key, '.'); i >= 0; i = nextDot(key, i) {
+		z.parents[key[i+1:]] = true
+	}
+	for _, p := range ports {
+		z.parents["_"+strings.ToLower(p.Proto)+"."+key] = true
 	}
 }
 

@@ -84,3 +84,30 @@ func sameSet(a, b []string) bool {
 	slices.Sort(b)
 	return slices.Equal(a, b)
 }
+
+// Names that exist only as ancestors of other hosts' records are empty
+// non-terminals: NODATA with the SOA, not NXDOMAIN (RFC 8020).
+func TestZoneRecordsEmptyNonTerminals(t *testing.T) {
+	r := New(Options{})
+	r.Publish(zoneFixture())
+	tests := []struct {
+		q     string
+		rcode int
+	}{
+		{"shop.docker.", dns.RcodeSuccess},          // parent of api.shop
+		{"_tcp.api.shop.docker.", dns.RcodeSuccess}, // parent of _8080._tcp.api.shop
+		{"_tcp.api-1.docker.", dns.RcodeSuccess},    // parent of _8080._tcp.api-1
+		{"_udp.api-1.docker.", dns.RcodeNameError},  // no udp port
+		{"nope.shop.docker.", dns.RcodeNameError},   // below an empty non-terminal
+	}
+	for _, tt := range tests {
+		resp, ok := ask(t, r, "10.1.1.1", tt.q, dns.TypeA)
+		if !ok {
+			t.Fatalf("%s: not answered in the zone", tt.q)
+		}
+		if resp.Rcode != tt.rcode || len(resp.Answer) != 0 || len(resp.Ns) != 1 || resp.Ns[0].Header().Rrtype != dns.TypeSOA {
+			t.Errorf("%s: rcode %s, %d answers, authority %v; want %s with the SOA", tt.q,
+				dns.RcodeToString[resp.Rcode], len(resp.Answer), resp.Ns, dns.RcodeToString[tt.rcode])
+		}
+	}
+}
