@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -213,45 +212,6 @@ func TestTCPPipelining(t *testing.T) {
 	if err != nil || second.Id != slow.Id || len(second.Answer) != 1 {
 		t.Fatalf("second reply %v, %v; want the forwarded answer", second, err)
 	}
-}
-
-// FuzzRespond feeds arbitrary packets to the rules, as UDP and as TCP: no
-// panic, every reply unpacks and fits its limit, and the two transports
-// agree whenever the UDP reply was not truncated.
-func FuzzRespond(f *testing.F) {
-	for _, tt := range ruleCases(f) {
-		f.Add(tt.pkt)
-	}
-	local := &fakeLocal{names: map[string]netip.Addr{"web.docker.": netip.MustParseAddr("172.18.0.2")}}
-	s, err := New(Config{Listen: []string{"127.0.0.1:0"}, Local: local, Upstream: through(f, answerA(2))})
-	if err != nil {
-		f.Fatal(err)
-	}
-	loop := netip.MustParseAddr("127.0.0.1")
-	f.Fuzz(func(t *testing.T, pkt []byte) {
-		var replies [2][]byte
-		for i, tcp := range []bool{false, true} {
-			r := &request{src: loop, tcp: tcp}
-			out, next := s.respond(nil, pkt, r)
-			switch next {
-			case stepDrop:
-				return
-			case stepForward:
-				out = s.forward(out, r)
-			}
-			var m dns.Msg
-			if err := m.Unpack(out); err != nil {
-				t.Fatalf("tcp %v: reply does not unpack: %v\n%x", tcp, err, out)
-			}
-			if !tcp && len(out) > int(r.q.UDPSize) {
-				t.Fatalf("udp reply of %d bytes, limit %d", len(out), r.q.UDPSize)
-			}
-			replies[i] = out
-		}
-		if replies[0][2]&0x02 == 0 && !bytes.Equal(replies[0], replies[1]) {
-			t.Fatalf("udp and tcp replies differ:\n%x\n%x", replies[0], replies[1])
-		}
-	})
 }
 
 // overlongQuery is a query for a name of four 63-octet labels (257 octets).
