@@ -382,3 +382,23 @@ func TestRenamesWhenTheTableChanges(t *testing.T) {
 		t.Fatalf("after web is known: %v", got)
 	}
 }
+
+// A flood of unique names is admitted up to newPairsPerSecond a second; the
+// rest are counted as dropped, and the next second admits new pairs again.
+func TestNewPairBudget(t *testing.T) {
+	m, c := newMap(t)
+	for i := range newPairsPerSecond + 10 {
+		m.Record(c.now(), web, query(t, "flood"+strconv.Itoa(i)+".example.com"), dns.RcodeSuccess, 1, "upstream", 0)
+		if i%500 == 0 {
+			m.Stats() // let the writer keep up, as Run would
+		}
+	}
+	if st := m.Stats(); st.Edges != newPairsPerSecond || st.Dropped != 10 {
+		t.Fatalf("stats %+v, want %d edges and 10 dropped", st, newPairsPerSecond)
+	}
+	c.advance(time.Second)
+	m.Record(c.now(), web, query(t, "later.example.com"), dns.RcodeSuccess, 1, "upstream", 0)
+	if st := m.Stats(); st.Edges != newPairsPerSecond+1 {
+		t.Fatalf("stats %+v, want a new pair admitted in the next second", st)
+	}
+}
