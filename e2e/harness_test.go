@@ -227,8 +227,20 @@ func createNetwork(t testing.TB, name string) Network {
 	t.Helper()
 	mustDocker(t, "network", "create", "--label", runLabel+"="+runID, name)
 	t.Cleanup(func() {
-		if _, err := docker("network", "rm", name); err != nil {
-			t.Errorf("remove network: %v", err)
+		// The daemon detaches a removed container's endpoint after "rm -f"
+		// returns; on a loaded machine, with forty replicas, that can take
+		// seconds. Wait for it, within a bound.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, err := docker("network", "rm", name)
+			if err == nil {
+				return
+			}
+			if !strings.Contains(err.Error(), "active endpoints") || time.Now().After(deadline) {
+				t.Errorf("remove network: %v", err)
+				return
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
 	})
 	return inspectNetwork(t, name)
