@@ -236,7 +236,19 @@ func createNetwork(t testing.TB, name string) Network {
 			if err == nil {
 				return
 			}
-			if !strings.Contains(err.Error(), "active endpoints") || time.Now().After(deadline) {
+			if !strings.Contains(err.Error(), "active endpoints") {
+				t.Errorf("remove network: %v", err)
+				return
+			}
+			if time.Now().After(deadline) {
+				// Every container of ours is gone from it, yet the daemon
+				// keeps an endpoint (seen on Engine 20.10 after removing 40
+				// replicas at once): the daemon's leak, not the test's. The
+				// package's sweep tries again when the suite ends.
+				if out, ierr := docker("network", "inspect", "--format", "{{len .Containers}}", name); ierr == nil && strings.TrimSpace(out) == "0" {
+					t.Logf("!!! network %s: the daemon still reports active endpoints with no container attached; left to the sweep: %v", name, err)
+					return
+				}
 				t.Errorf("remove network: %v", err)
 				return
 			}
