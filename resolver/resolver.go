@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 
 	"github.com/miekg/dns"
-	"go.uber.org/zap"
 )
 
 // Options configure a Resolver. The zero value of a field means its default.
@@ -20,7 +19,6 @@ type Options struct {
 	// record names, resolves to them. Unspecified addresses (a wildcard
 	// listen address) name no server and are left out.
 	NSAddrs []netip.Addr
-	Logger  *zap.Logger
 }
 
 // Defaults of Options, exported for the flags that set them.
@@ -39,9 +37,6 @@ func (o Options) withDefaults() Options {
 		o.Domain = DefaultDomain
 	}
 	o.Domain = dns.Fqdn(strings.ToLower(o.Domain))
-	if o.Logger == nil {
-		o.Logger = zap.NewNop()
-	}
 	var ns []netip.Addr
 	for _, a := range o.NSAddrs {
 		if a = a.Unmap(); a.IsValid() && !a.IsUnspecified() && !slices.Contains(ns, a) {

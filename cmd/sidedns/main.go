@@ -148,7 +148,7 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 		return nil, err
 	}
 
-	a.res = resolver.New(resolverOptions(cfg, listen, log))
+	a.res = resolver.New(resolverOptions(cfg, listen))
 	a.fwd, err = upstream.NewForwarder(upstream.Config{
 		Servers:       specs,
 		Timeout:       cfg.Timeout,
@@ -275,7 +275,7 @@ func (a *app) upstreams(cfg config) ([]upstream.Spec, error) {
 }
 
 // resolverOptions: ns.<zone> answers with the addresses sidedns listens on.
-func resolverOptions(cfg config, listen []netip.AddrPort, log *zap.Logger) resolver.Options {
+func resolverOptions(cfg config, listen []netip.AddrPort) resolver.Options {
 	ns := make([]netip.Addr, len(listen))
 	for i, ap := range listen {
 		ns[i] = ap.Addr()
@@ -285,7 +285,6 @@ func resolverOptions(cfg config, listen []netip.AddrPort, log *zap.Logger) resol
 		Domain:       cfg.Domain,
 		StrictHealth: cfg.StrictHealth,
 		NSAddrs:      ns,
-		Logger:       log.Named("resolver"),
 	}
 }
 
@@ -304,7 +303,7 @@ func (a *app) reload(prev, next config) {
 		fields = append(fields, zap.Stringers("upstreams", specs))
 	}
 	if next.TTL != prev.TTL || next.Domain != prev.Domain || next.StrictHealth != prev.StrictHealth {
-		a.res.SetOptions(resolverOptions(next, a.listen, a.log))
+		a.res.SetOptions(resolverOptions(next, a.listen))
 		a.pub.Changed()
 		fields = append(fields, zap.Duration("ttl", next.TTL), zap.String("domain", next.Domain),
 			zap.Bool("strict_health", next.StrictHealth))
