@@ -141,6 +141,18 @@ func TestCluster(t *testing.T) {
 		// the machine is: the test is about batching, not about timing.
 		a := startNodeWith(t, eps, "127.0.1.1", zaptest.NewLogger(t).Named("127.0.1.1"),
 			func(c *Config) { c.Debounce = 2 * time.Second })
+		// The write on connecting is immediate; the burst must come after it,
+		// or it is split between that write and the debounced one.
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			resp, err := cli.Get(context.Background(), DefaultPrefix+"hosts/127.0.1.1/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+			if err == nil && resp.Count > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the node wrote nothing within 10 s")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		wch := cli.Watch(context.Background(), DefaultPrefix+"hosts/127.0.1.1/rec/", clientv3.WithPrefix())
 		var recs []Record
 		for i := range 50 {
