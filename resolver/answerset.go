@@ -22,11 +22,9 @@ func (r *Resolver) AnswerSet(name string) []Answer {
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
 	var rs *rrset
 	if rest, ok := strings.CutSuffix(name, s.zoneSuffix); ok {
-		if rs = s.lookup(s.all, rest); rs == nil {
-			rs = s.lookupService(s.all, rest)
-		}
+		rs = s.find(s.all, rest, true) // the same lookup as a query's
 	} else if name != s.domain {
-		rs = s.lookup(s.all, name)
+		rs = s.find(s.all, name, false)
 	}
 	if rs == nil {
 		return nil

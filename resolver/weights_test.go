@@ -316,4 +316,20 @@ func TestAnswerSet(t *testing.T) {
 			t.Errorf("AnswerSet(%q) = %q, want %q", tt.name, got, tt.want)
 		}
 	}
+	// Other hosts' records: the set a query in the zone gets, never a bare name.
+	r.Publish(zoneFixture())
+	for name, want := range map[string][]string{
+		"api.shop.docker":        {"api-1 10.9.0.1 100"},
+		"canary.api.shop.docker": {"api-1 10.9.0.1 100"},
+		"api-1.docker":           {"api-1 10.9.0.1 100"},
+		"api-1":                  nil,
+	} {
+		var got []string
+		for _, a := range r.AnswerSet(name) {
+			got = append(got, a.Container+" "+a.Addr.String()+" "+strconv.Itoa(int(a.Weight)))
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("zone AnswerSet(%q) = %q, want %q", name, got, want)
+		}
+	}
 }

@@ -54,13 +54,17 @@ func (s *snapshot) buildZone(o Options) {
 	s.zone.services = make(map[string]*rrset)
 	s.zone.parents = make(map[string]bool)
 	members := make([]member, neps) // one allocation for every zone member
+	var svcKeys []string
 	for i := range t.Containers {
 		c := &t.Containers[i]
 		if c.Origin == "" {
 			continue
 		}
-		name, svc := strings.ToLower(c.Name), serviceKey(c)
-		for _, key := range []string{name, svc} {
+		// "<service>.<project>" and the tag names, as for a local container.
+		name := strings.ToLower(c.Name)
+		svcKeys = serviceKeys(svcKeys[:0], c)
+		s.zone.addParents(name, c.Ports)
+		for _, key := range svcKeys {
 			s.zone.addParents(key, c.Ports)
 		}
 		for j := range c.Endpoints {
@@ -68,8 +72,8 @@ func (s *snapshot) buildZone(o Options) {
 			members = members[1:]
 			newMember(m, c, j, s.ords[i], o)
 			zoneAdd(s.zone.names, name, m)
-			if svc != "" {
-				zoneAdd(s.zone.services, svc, m)
+			for _, key := range svcKeys {
+				zoneAdd(s.zone.services, key, m)
 			}
 		}
 		s.containers++
