@@ -28,7 +28,8 @@ func LocalRecords(t resolver.Topology, advertise netip.Addr) []Record {
 			(c.Health != resolver.HealthNone && c.Health != resolver.HealthHealthy) {
 			continue
 		}
-		r := Record{Name: c.Name, Project: c.Project, Service: c.Service, TTL: c.TTL}
+		r := Record{Name: c.Name, Project: c.Project, Service: c.Service, TTL: c.TTL,
+			Tags: c.Tags, Weight: c.Weight, Drained: c.Drained}
 		if r.Project == "" || r.Service == "" {
 			r.Project, r.Service = "", ""
 		}
@@ -54,6 +55,9 @@ func LocalRecords(t resolver.Topology, advertise netip.Addr) []Record {
 		}
 		if len(r.Ports) > maxPorts {
 			r.Ports = r.Ports[:maxPorts]
+		}
+		if len(r.Tags) > maxTags {
+			r.Tags = r.Tags[:maxTags]
 		}
 		if len(r.Addresses) == 0 || r.Validate() != nil {
 			continue

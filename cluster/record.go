@@ -23,6 +23,7 @@ const (
 	MaxValueSize = 4096 // bytes of one JSON value
 	maxAddresses = 16
 	maxPorts     = 64
+	maxTags      = 16
 )
 
 // Sentinel errors for a record that is skipped, for errors.Is.
@@ -32,6 +33,8 @@ var (
 	ErrBadJSON     = errors.New("value is not a record")
 	ErrBadAddress  = errors.New("invalid address")
 	ErrBadPort     = errors.New("invalid port")
+	ErrBadTag      = errors.New("invalid tag")
+	ErrBadWeight   = errors.New("weight above 1000")
 	ErrNameMissing = errors.New("record without a name")
 )
 
@@ -51,7 +54,10 @@ type Port struct {
 	Proto string `json:"proto"`
 }
 
-// Record is one service replica as other hosts can reach it.
+// Record is one service replica as other hosts can reach it. Tags, Weight
+// and Drained carry traffic control (DESIGN 8) with the record, labels and
+// runtime overrides applied, so a drain on the replica's host applies on
+// every host.
 type Record struct {
 	Name      string       `json:"name"`
 	Project   string       `json:"project,omitempty"`
@@ -59,6 +65,9 @@ type Record struct {
 	Addresses []netip.Addr `json:"addresses"`
 	Ports     []Port       `json:"ports,omitempty"`
 	TTL       uint32       `json:"ttl,omitempty"`
+	Tags      []string     `json:"tags,omitempty"`
+	Weight    uint16       `json:"weight,omitempty"` // 0: the default weight
+	Drained   bool         `json:"drained,omitempty"`
 }
 
 // Key layout under the prefix:
@@ -182,6 +191,18 @@ func (r *Record) Validate() error {
 	if r.TTL > 86400 {
 		return fmt.Errorf("record %q: %w", r.Name, dockerwatch.ErrInvalidTTL)
 	}
+	if len(r.Tags) > maxTags {
+		return fmt.Errorf("record %q: %w: %d tags, want at most %d", r.Name, ErrBadTag, len(r.Tags), maxTags)
+	}
+	for _, tag := range r.Tags {
+		// One DNS label: a tag is the first label of <tag>.<service>.<project>.
+		if strings.Contains(tag, ".") || dockerwatch.ValidName(tag) != nil {
+			return fmt.Errorf("record %q: %w: %q", r.Name, ErrBadTag, tag)
+		}
+	}
+	if r.Weight > resolver.MaxWeight {
+		return fmt.Errorf("record %q: %w: %d", r.Name, ErrBadWeight, r.Weight)
+	}
 	return nil
 }
 
@@ -208,7 +229,10 @@ func Containers(h string, recs []Record) []resolver.Container {
 	for _, r := range recs {
 		c := resolver.Container{
 			ID: h + "/" + r.Name, Name: r.Name, Project: r.Project, Service: r.Service,
-			TTL: r.TTL, Origin: h,
+			TTL: r.TTL, Origin: h, Weight: r.Weight, Drained: r.Drained,
+		}
+		for _, tag := range r.Tags {
+			c.Tags = append(c.Tags, strings.ToLower(tag)) // labels' tags are lower-cased too
 		}
 		for _, p := range r.Ports {
 			c.Ports = append(c.Ports, resolver.Port{Name: p.Name, Port: p.Port, Proto: p.Proto})

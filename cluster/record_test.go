@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,6 +32,12 @@ func TestDecodeRecord(t *testing.T) {
 		{"oversized", "a", big, ErrTooLarge},
 		{"not JSON", "a", `{`, ErrBadJSON},
 		{"ttl too long", "a", `{"name":"a","addresses":["10.0.0.1"],"ttl":90000}`, dockerwatch.ErrInvalidTTL},
+		{"traffic control", "a", `{"name":"a","addresses":["10.0.0.1"],"tags":["canary","v2"],"weight":800,"drained":true}`, nil},
+		{"weight too high", "a", `{"name":"a","addresses":["10.0.0.1"],"weight":1001}`, ErrBadWeight},
+		{"dotted tag", "a", `{"name":"a","addresses":["10.0.0.1"],"tags":["a.b"]}`, ErrBadTag},
+		{"bad tag", "a", `{"name":"a","addresses":["10.0.0.1"],"tags":["-x"]}`, ErrBadTag},
+		{"empty tag", "a", `{"name":"a","addresses":["10.0.0.1"],"tags":[""]}`, ErrBadTag},
+		{"too many tags", "a", `{"name":"a","addresses":["10.0.0.1"],"tags":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}`, ErrBadTag},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -90,7 +97,7 @@ func TestLocalRecords(t *testing.T) {
 					{Port: 9090, Proto: "tcp", HostPort: 49154, HostIP: netip.MustParseAddr("127.0.0.1")}, // not reachable
 				},
 				Endpoints: []resolver.Endpoint{{NetworkName: "bridge", IPv4: netip.MustParseAddr("172.17.0.2")}}},
-			{Name: "over", Ports: []resolver.Port{{Port: 53, Proto: "udp"}},
+			{Name: "over", Ports: []resolver.Port{{Port: 53, Proto: "udp"}}, Tags: []string{"canary"}, Weight: 800, Drained: true,
 				Endpoints: []resolver.Endpoint{{NetworkName: "ov", IPv4: netip.MustParseAddr("10.0.1.5")}}},
 			{Name: "private", Endpoints: []resolver.Endpoint{{NetworkName: "bridge", IPv4: netip.MustParseAddr("172.17.0.3")}}},
 			{Name: "sick", Health: resolver.HealthUnhealthy, Published: []resolver.Published{{Port: 1, Proto: "tcp", HostPort: 2}}},
@@ -109,6 +116,14 @@ func TestLocalRecords(t *testing.T) {
 	}
 	if over.Name != "over" || over.Addresses[0] != netip.MustParseAddr("10.0.1.5") || over.Ports[0] != (Port{Port: 53, Proto: "udp"}) {
 		t.Errorf("overlay record %+v", over)
+	}
+	// Traffic control travels with the record and comes back on the other side.
+	if pub.Weight != 0 || pub.Drained || pub.Tags != nil {
+		t.Errorf("record without traffic control carries %+v", pub)
+	}
+	c := Containers("192.0.2.10", []Record{over})[0]
+	if !slices.Equal(c.Tags, []string{"canary"}) || c.Weight != 800 || !c.Drained || c.Origin != "192.0.2.10" {
+		t.Errorf("remote container of %+v is %+v", over, c)
 	}
 }
 

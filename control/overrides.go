@@ -19,9 +19,6 @@ import (
 	"github.com/sidedns/sidedns/resolver"
 )
 
-// MaxWeight is the largest weight a label or an override may set.
-const MaxWeight = 1000
-
 // stateVersion is the state file's format version.
 const stateVersion = 1
 
@@ -91,8 +88,8 @@ func parseState(data []byte) ([]Override, error) {
 		switch {
 		case !validID(o.ID):
 			return nil, fmt.Errorf("%w: container ID %q", ErrBadState, o.ID)
-		case o.Weight > MaxWeight:
-			return nil, fmt.Errorf("%w: weight %d above %d", ErrBadState, o.Weight, MaxWeight)
+		case o.Weight > resolver.MaxWeight:
+			return nil, fmt.Errorf("%w: weight %d above %d", ErrBadState, o.Weight, resolver.MaxWeight)
 		case seen[o.ID]:
 			return nil, fmt.Errorf("%w: container %s twice", ErrBadState, o.ID)
 		}
@@ -148,8 +145,8 @@ func (s *Store) Undrain(id, name string) (changed bool, err error) {
 // SetWeight sets the container's weight, which also lifts a drain; weight 0
 // drains it.
 func (s *Store) SetWeight(id, name string, w uint16) (changed bool, err error) {
-	if w > MaxWeight {
-		return false, fmt.Errorf("weight %d above %d", w, MaxWeight)
+	if w > resolver.MaxWeight {
+		return false, fmt.Errorf("weight %d above %d", w, resolver.MaxWeight)
 	}
 	return s.edit(id, name, func(o *Override) {
 		if w == 0 {

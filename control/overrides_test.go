@@ -155,7 +155,7 @@ func FuzzParseState(f *testing.F) {
 		}
 		seen := map[string]bool{}
 		for _, o := range ovs {
-			if !validID(o.ID) || o.Weight > MaxWeight || seen[o.ID] {
+			if !validID(o.ID) || o.Weight > resolver.MaxWeight || seen[o.ID] {
 				t.Fatalf("accepted %+v", o)
 			}
 			seen[o.ID] = true

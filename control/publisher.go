@@ -19,6 +19,9 @@ import (
 type Target interface {
 	Publish(resolver.Topology)
 	AnswerSet(name string) []resolver.Answer
+	// Topology is the table as last published, other hosts' records
+	// included.
+	Topology() resolver.Topology
 }
 
 type Publisher struct {
@@ -86,6 +89,18 @@ func (p *Publisher) Topology() resolver.Topology {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.raw
+}
+
+// Remote returns the replicas in the table that are not this host's
+// containers: other hosts' records and --records-file services.
+func (p *Publisher) Remote() []resolver.Container {
+	var out []resolver.Container
+	for _, c := range p.res.Topology().Containers {
+		if c.Origin != "" {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // AnswerSet implements Backend.

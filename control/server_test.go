@@ -492,3 +492,69 @@ func TestStopEndsWatch(t *testing.T) {
 		t.Error("socket file left behind")
 	}
 }
+
+// withRemote is a Target that adds other hosts' records to every topology,
+// as cmd/sidedns's cluster layers do.
+type withRemote struct {
+	*resolver.Resolver
+	remote []resolver.Container
+}
+
+func (w withRemote) Publish(t resolver.Topology) {
+	t.Containers = slices.Concat(t.Containers, w.remote)
+	w.Resolver.Publish(t)
+}
+
+// TestRemoteReplicas: another host's replicas are listed with their host,
+// and a drain of one names the host to drain it on instead of "not found".
+func TestRemoteReplicas(t *testing.T) {
+	remote := func(name, origin, ip string, weight uint16, drained bool) resolver.Container {
+		return resolver.Container{ID: origin + "/" + name, Name: name, Project: "shop", Service: "web",
+			Origin: origin, Weight: weight, Drained: drained,
+			Endpoints: []resolver.Endpoint{{NetworkName: origin, IPv4: netip.MustParseAddr(ip)}}}
+	}
+	log := zaptest.NewLogger(t)
+	store, _ := OpenStore("")
+	target := withRemote{resolver.New(resolver.Options{}), []resolver.Container{
+		remote("b-web-1", "192.0.2.2", "10.50.0.2", 800, false),
+		remote("b-web-2", "192.0.2.2", "10.50.0.3", 0, true),
+		remote("db-1", resolver.OriginRecordsFile, "10.60.0.2", 0, false),
+	}}
+	pub := NewPublisher(target, store, log, nil)
+	pub.Publish(shop(replica("1", "10.40.0.2", 0)))
+	svc := NewService(store, pub, log)
+	ctx := ctxT(t)
+
+	list, err := svc.List(ctx, &controlpb.ListRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range list.Replicas {
+		got = append(got, fmt.Sprintf("%s@%s w%d d%v", r.Name, r.Host, r.Weight, r.Drained))
+	}
+	want := []string{"b-web-1@192.0.2.2 w800 dfalse", "b-web-2@192.0.2.2 w0 dtrue", "db-1@file w100 dfalse", "shop-web-1@ w100 dfalse"}
+	if !slices.Equal(got, want) {
+		t.Errorf("List = %q, want %q", got, want)
+	}
+
+	tests := []struct {
+		target   string
+		want     codes.Code
+		contains string
+	}{
+		{"b-web-1", codes.FailedPrecondition, "runs on host 192.0.2.2"},
+		{"192.0.2.2/b-web-2", codes.FailedPrecondition, "runs on host 192.0.2.2"},
+		{"db-1", codes.FailedPrecondition, "--records-file"},
+		{"nope", codes.NotFound, "no container"},
+	}
+	for _, tt := range tests {
+		_, err := svc.Drain(ctx, &controlpb.Target{Container: tt.target})
+		if status.Code(err) != tt.want || !strings.Contains(err.Error(), tt.contains) {
+			t.Errorf("Drain(%s) = %v, want %v containing %q", tt.target, err, tt.want, tt.contains)
+		}
+	}
+	if len(store.List()) != 0 {
+		t.Errorf("a refused drain left overrides: %+v", store.List())
+	}
+}

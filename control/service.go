@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"net/netip"
 	"slices"
@@ -28,6 +29,10 @@ type Backend interface {
 	// Republish applies the store's overrides to the table; answers follow
 	// them when it returns.
 	Republish()
+	// Remote returns the replicas this host answers for but does not run:
+	// other hosts' records (Origin: the host) and --records-file services
+	// (Origin "file"). They are listed, never steered from here.
+	Remote() []resolver.Container
 }
 
 // Service implements the Control gRPC service.
@@ -63,8 +68,8 @@ func (s *Service) Undrain(ctx context.Context, req *controlpb.Target) (*controlp
 
 func (s *Service) SetWeight(ctx context.Context, req *controlpb.SetWeightRequest) (*controlpb.ReplicaReply, error) {
 	w := req.GetWeight()
-	if w > MaxWeight {
-		return nil, status.Errorf(codes.InvalidArgument, "weight %d: want 0 to %d", w, MaxWeight)
+	if w > resolver.MaxWeight {
+		return nil, status.Errorf(codes.InvalidArgument, "weight %d: want 0 to %d", w, resolver.MaxWeight)
 	}
 	return s.change(req.GetContainer(), "set weight", func(id, name string) (bool, error) {
 		return s.store.SetWeight(id, name, uint16(w))
@@ -76,6 +81,9 @@ func (s *Service) SetWeight(ctx context.Context, req *controlpb.SetWeightRequest
 func (s *Service) change(target, what string, edit func(id, name string) (bool, error)) (*controlpb.ReplicaReply, error) {
 	t := s.backend.Topology()
 	c, err := findContainer(t, target)
+	if status.Code(err) == codes.NotFound {
+		err = elsewhere(s.backend.Remote(), target, what, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -98,8 +106,32 @@ func (s *Service) List(ctx context.Context, req *controlpb.ListRequest) (*contro
 	for i := range t.Containers {
 		out.Replicas = append(out.Replicas, s.replica(&t.Containers[i]))
 	}
-	slices.SortStableFunc(out.Replicas, func(a, b *controlpb.Replica) int { return strings.Compare(a.Name, b.Name) })
+	for _, c := range s.backend.Remote() {
+		r := s.replica(&c)
+		r.Host, r.Overridden = c.Origin, false
+		out.Replicas = append(out.Replicas, r)
+	}
+	slices.SortStableFunc(out.Replicas, func(a, b *controlpb.Replica) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.Host, b.Host))
+	})
 	return out, nil
+}
+
+// elsewhere turns "no container" into where the target is steered instead,
+// when it is a replica this host only answers for: a drain is made on the
+// replica's own host, whose sidedns publishes it to every host.
+func elsewhere(remote []resolver.Container, target, what string, notFound error) error {
+	target = strings.TrimPrefix(strings.TrimSpace(target), "/")
+	for _, c := range remote {
+		switch {
+		case c.Name != target && c.ID != target:
+		case c.Origin == resolver.OriginRecordsFile:
+			return status.Errorf(codes.FailedPrecondition, "%s is a --records-file service, not a container: %s it in the file", c.Name, what)
+		default:
+			return status.Errorf(codes.FailedPrecondition, "%s runs on host %s: %s it there, and every host follows", c.Name, c.Origin, what)
+		}
+	}
+	return notFound
 }
 
 func (s *Service) Watch(req *controlpb.WatchRequest, stream controlpb.Control_WatchServer) error {

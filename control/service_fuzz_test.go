@@ -53,11 +53,11 @@ func FuzzService(f *testing.F) {
 		check(err)
 		_, err = svc.SetWeight(ctx, &controlpb.SetWeightRequest{Container: target, Weight: weight})
 		check(err)
-		if weight > MaxWeight && status.Code(err) != codes.InvalidArgument {
+		if weight > resolver.MaxWeight && status.Code(err) != codes.InvalidArgument {
 			t.Fatalf("weight %d: %v", weight, err)
 		}
 		for _, o := range store.List() {
-			if o.Weight > MaxWeight {
+			if o.Weight > resolver.MaxWeight {
 				t.Fatalf("stored %+v", o)
 			}
 		}

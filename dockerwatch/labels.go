@@ -21,7 +21,6 @@ const (
 
 	labelPrefix = "sidedns."
 	maxTTL      = 86400 // a day: longer TTLs would outlive any container change
-	maxWeight   = 1000  // ten times the default: enough for a 1% canary
 )
 
 // Sentinel errors inside a LabelError, for errors.Is.
@@ -136,7 +135,7 @@ func ParseLabels(labels map[string]string) (LabelConfig, []error) {
 			}
 		case key == LabelWeight:
 			w, err := strconv.ParseUint(strings.TrimSpace(val), 10, 16)
-			if err != nil || w > maxWeight {
+			if err != nil || w > resolver.MaxWeight {
 				bad(key, val, ErrInvalidWeight)
 				continue
 			}

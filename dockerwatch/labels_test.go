@@ -218,7 +218,7 @@ func FuzzParseLabels(f *testing.F) {
 		if cfg.TTL > maxTTL {
 			t.Fatalf("TTL %d above the maximum", cfg.TTL)
 		}
-		if cfg.Weight > maxWeight || cfg.Drained && cfg.Weight != 0 {
+		if cfg.Weight > resolver.MaxWeight || cfg.Drained && cfg.Weight != 0 {
 			t.Fatalf("weight %d, drained %v", cfg.Weight, cfg.Drained)
 		}
 		for _, tag := range cfg.Tags {

@@ -223,9 +223,10 @@ type Network struct {
 
 // createNetwork creates a bridge network with a Docker-chosen subnet and
 // removes it when the test ends (after its containers, Cleanup being LIFO).
-func createNetwork(t testing.TB, name string) Network {
+// extra are more `docker network create` flags.
+func createNetwork(t testing.TB, name string, extra ...string) Network {
 	t.Helper()
-	mustDocker(t, "network", "create", "--label", runLabel+"="+runID, name)
+	mustDocker(t, slices.Concat([]string{"network", "create", "--label", runLabel + "=" + runID}, extra, []string{name})...)
 	t.Cleanup(func() {
 		// The daemon detaches a removed container's endpoint after "rm -f"
 		// returns; on a loaded machine, with forty replicas, that can take

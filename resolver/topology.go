@@ -98,10 +98,14 @@ type Container struct {
 	// which the cluster advertises at the host's address.
 	Published []Published
 	// Origin is empty for a local Docker container. Otherwise the container
-	// is a record from elsewhere (a cluster host's address, or "file" for
-	// --records-file) and answers only under the zone, after local replicas.
+	// is a record from elsewhere (a cluster host's address, or
+	// OriginRecordsFile) and answers only under the zone, after local
+	// replicas.
 	Origin string
 }
+
+// OriginRecordsFile is the Origin of a --records-file service.
+const OriginRecordsFile = "file"
 
 // Published is a container port bound to a host port.
 type Published struct {

@@ -5,8 +5,13 @@ import "strings"
 // Weights and tags (DESIGN 8). Everything here runs when a snapshot is
 // built; the query path only indexes a precomputed schedule.
 
-// DefaultWeight is the weight of a container without sidedns.weight.
-const DefaultWeight = 100
+// DefaultWeight is the weight of a container without sidedns.weight, and
+// MaxWeight the largest a label, an override or another host may set: ten
+// times the default, enough for a 1% canary.
+const (
+	DefaultWeight = 100
+	MaxWeight     = 1000
+)
 
 // maxSchedule bounds a schedule's length. Weights whose cycle would be
 // longer are scaled down to fit, which moves a replica's share of first

@@ -145,6 +145,11 @@ type layers struct {
 	node      *cluster.Node // nil without --cluster-etcd
 	advertise netip.Addr
 	after     func() // after each publish: refresh the live page
+	// changed wakes the control API's Watch streams after a change that
+	// did not come through it: the records file, other hosts. Called
+	// without mu, as it takes the Publisher's lock, which is held around
+	// setLocal.
+	changed func()
 
 	mu       sync.Mutex
 	local    resolver.Topology
@@ -159,8 +164,17 @@ type layers struct {
 // control.Target.
 func (l *layers) Publish(t resolver.Topology) { l.setLocal(t) }
 
-// AnswerSet is the resolver's.
+// AnswerSet and Topology are the resolver's.
 func (l *layers) AnswerSet(name string) []resolver.Answer { return l.res.AnswerSet(name) }
+func (l *layers) Topology() resolver.Topology             { return l.res.Topology() }
+
+// notify makes f wake the control API at each change of the records file
+// or the other hosts' records.
+func (l *layers) notify(f func()) {
+	l.mu.Lock()
+	l.changed = f
+	l.mu.Unlock()
+}
 
 func (l *layers) setLocal(t resolver.Topology) {
 	l.mu.Lock()
@@ -173,21 +187,29 @@ func (l *layers) setFile(recs []cluster.Record) {
 	l.mu.Lock()
 	l.file = recs
 	l.publishLocked(true)
+	changed := l.changed
 	l.mu.Unlock()
+	if changed != nil {
+		changed()
+	}
 }
 
 func (l *layers) setRemote(cs []resolver.Container) {
 	l.mu.Lock()
 	l.remote = cs
 	l.publishLocked(false)
+	changed := l.changed
 	l.mu.Unlock()
+	if changed != nil {
+		changed()
+	}
 }
 
 // publishLocked publishes the merged table and, when this host's own
 // records changed, hands them to the node.
 func (l *layers) publishLocked(own bool) {
 	t := resolver.Topology{Networks: l.local.Networks}
-	t.Containers = slices.Concat(l.local.Containers, cluster.Containers("file", l.file), l.remote)
+	t.Containers = slices.Concat(l.local.Containers, cluster.Containers(resolver.OriginRecordsFile, l.file), l.remote)
 	l.res.Publish(t)
 	if l.after != nil {
 		l.after()

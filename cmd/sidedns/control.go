@@ -18,6 +18,7 @@ import (
 
 	"github.com/sidedns/sidedns/control"
 	"github.com/sidedns/sidedns/control/controlpb"
+	"github.com/sidedns/sidedns/resolver"
 )
 
 // startControl opens the override store and serves the control API. When
@@ -47,6 +48,9 @@ func (a *app) startControl(cfg config) error {
 			log.Error("overrides not restored", zap.Error(err))
 		}
 		a.pub = control.NewPublisher(a.publishTarget(), a.overrides, log, refresh)
+		if a.layers != nil {
+			a.layers.notify(a.pub.Changed)
+		}
 		a.ctl, err = control.Start(ccfg, control.NewService(a.overrides, a.pub, log))
 		return err
 	}
@@ -178,7 +182,7 @@ func cmdWeight(ctx context.Context, c controlpb.ControlClient, args []string, ou
 	}
 	w, err := strconv.ParseUint(args[1], 10, 32)
 	if err != nil {
-		return usageErrorf("weight %q: want 0 to %d", args[1], control.MaxWeight)
+		return usageErrorf("weight %q: want 0 to %d", args[1], resolver.MaxWeight)
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
@@ -209,7 +213,7 @@ func cmdList(ctx context.Context, c controlpb.ControlClient, args []string, out 
 		return err
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tID\tSERVICE\tWEIGHT\tTAGS\tSTATE\tHEALTH\tADDRESSES")
+	fmt.Fprintln(tw, "NAME\tID\tHOST\tSERVICE\tWEIGHT\tTAGS\tSTATE\tHEALTH\tADDRESSES")
 	for _, rp := range r.Replicas {
 		svc := "-"
 		if rp.Service != "" {
@@ -226,13 +230,17 @@ func cmdList(ctx context.Context, c controlpb.ControlClient, args []string, out 
 		if tags == "" {
 			tags = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", rp.Name, rp.Id[:min(12, len(rp.Id))], svc, weight, tags,
+		id, host := rp.Id[:min(12, len(rp.Id))], "this"
+		if rp.Host != "" {
+			id, host = "-", rp.Host // another host's record has no container ID here
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", rp.Name, id, host, svc, weight, tags,
 			rp.State, rp.Health, strings.Join(rp.Addresses, " "))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintln(out, "* set at run time")
+	fmt.Fprintln(out, "* set at run time; another host's replicas are steered on that host")
 	return nil
 }
 

@@ -125,18 +125,22 @@ func (x *SetWeightRequest) GetWeight() uint32 {
 }
 
 type Replica struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Service       string                 `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"` // compose service, if any
-	Project       string                 `protobuf:"bytes,4,opt,name=project,proto3" json:"project,omitempty"` // compose project, if any
-	Tags          []string               `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty"`
-	Weight        uint32                 `protobuf:"varint,6,opt,name=weight,proto3" json:"weight,omitempty"`         // effective weight: labels and overrides applied
-	Drained       bool                   `protobuf:"varint,7,opt,name=drained,proto3" json:"drained,omitempty"`       // effective: left out of answers while others are left
-	Overridden    bool                   `protobuf:"varint,8,opt,name=overridden,proto3" json:"overridden,omitempty"` // a runtime override applies
-	State         string                 `protobuf:"bytes,9,opt,name=state,proto3" json:"state,omitempty"`            // running, paused, restarting or dead
-	Health        string                 `protobuf:"bytes,10,opt,name=health,proto3" json:"health,omitempty"`         // none, starting, healthy or unhealthy
-	Addresses     []string               `protobuf:"bytes,11,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Service    string                 `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"` // compose service, if any
+	Project    string                 `protobuf:"bytes,4,opt,name=project,proto3" json:"project,omitempty"` // compose project, if any
+	Tags       []string               `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty"`
+	Weight     uint32                 `protobuf:"varint,6,opt,name=weight,proto3" json:"weight,omitempty"`         // effective weight: labels and overrides applied
+	Drained    bool                   `protobuf:"varint,7,opt,name=drained,proto3" json:"drained,omitempty"`       // effective: left out of answers while others are left
+	Overridden bool                   `protobuf:"varint,8,opt,name=overridden,proto3" json:"overridden,omitempty"` // a runtime override applies
+	State      string                 `protobuf:"bytes,9,opt,name=state,proto3" json:"state,omitempty"`            // running, paused, restarting or dead
+	Health     string                 `protobuf:"bytes,10,opt,name=health,proto3" json:"health,omitempty"`         // none, starting, healthy or unhealthy
+	Addresses  []string               `protobuf:"bytes,11,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// host is empty for this host's containers. For a replica another host
+	// publishes through the cluster it is that host's address ("file" for a
+	// --records-file service): listed here, steered on its own host.
+	Host          string `protobuf:"bytes,12,opt,name=host,proto3" json:"host,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -246,6 +250,13 @@ func (x *Replica) GetAddresses() []string {
 		return x.Addresses
 	}
 	return nil
+}
+
+func (x *Replica) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
 }
 
 type ReplicaReply struct {
@@ -547,7 +558,7 @@ const file_control_proto_rawDesc = "" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\"H\n" +
 	"\x10SetWeightRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x16\n" +
-	"\x06weight\x18\x02 \x01(\rR\x06weight\"\x93\x02\n" +
+	"\x06weight\x18\x02 \x01(\rR\x06weight\"\xa7\x02\n" +
 	"\aReplica\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -562,7 +573,8 @@ const file_control_proto_rawDesc = "" +
 	"\x05state\x18\t \x01(\tR\x05state\x12\x16\n" +
 	"\x06health\x18\n" +
 	" \x01(\tR\x06health\x12\x1c\n" +
-	"\taddresses\x18\v \x03(\tR\taddresses\"_\n" +
+	"\taddresses\x18\v \x03(\tR\taddresses\x12\x12\n" +
+	"\x04host\x18\f \x01(\tR\x04host\"_\n" +
 	"\fReplicaReply\x125\n" +
 	"\areplica\x18\x01 \x01(\v2\x1b.sidedns.control.v1.ReplicaR\areplica\x12\x18\n" +
 	"\achanged\x18\x02 \x01(\bR\achanged\"\r\n" +
