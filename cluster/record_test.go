@@ -132,6 +132,7 @@ func TestLocalRecords(t *testing.T) {
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add("api-1", []byte(`{"name":"api-1","project":"shop","service":"api","addresses":["10.9.0.5"],"ports":[{"name":"8080","port":49153,"proto":"tcp"}]}`))
 	f.Add("a", []byte(`{"name":"a","addresses":["fd00::1"],"ttl":5}`))
+	f.Add("a", []byte(`{"name":"a","addresses":["10.0.0.1"],"tags":["canary","v2"],"weight":800,"drained":true}`))
 	f.Add("a", []byte(`{"name":"a","addresses":["10.0.0.1%eth0"]}`))
 	f.Add("x", []byte(`null`))
 	f.Fuzz(func(t *testing.T, key string, b []byte) {
