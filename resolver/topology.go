@@ -98,10 +98,14 @@ type Container struct {
 	// which the cluster advertises at the host's address.
 	Published []Published
 	// Origin is empty for a local Docker container. Otherwise the container
-	// is a record from elsewhere (a cluster host's address, or "file" for
+	// is a record from elsewhere (a cluster host's address, or OriginFile for
 	// --records-file) and answers only under the zone, after local replicas.
 	Origin string
 }
+
+// OriginFile is the Origin of the records of --records-file: this host's own
+// configuration, not a container.
+const OriginFile = "file"
 
 // Published is a container port bound to a host port.
 type Published struct {

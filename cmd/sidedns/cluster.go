@@ -187,7 +187,7 @@ func (l *layers) setRemote(cs []resolver.Container) {
 // records changed, hands them to the node.
 func (l *layers) publishLocked(own bool) {
 	t := resolver.Topology{Networks: l.local.Networks}
-	t.Containers = slices.Concat(l.local.Containers, cluster.Containers("file", l.file), l.remote)
+	t.Containers = slices.Concat(l.local.Containers, cluster.Containers(resolver.OriginFile, l.file), l.remote)
 	l.res.Publish(t)
 	if l.after != nil {
 		l.after()
