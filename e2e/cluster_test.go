@@ -23,6 +23,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/sidedns/sidedns/cluster/etcdtest"
+	"github.com/sidedns/sidedns/servicemap"
 )
 
 // clusterProc is a sidedns process in a cluster test; unlike launchSidedns
@@ -165,6 +166,32 @@ func TestClusterThreeHosts(t *testing.T) {
 	}
 	if got := c.answers(t, "b-api-1", dns.TypeA); got != nil {
 		t.Fatalf("a remote record answered as a bare name: %v", got)
+	}
+	// A's service map draws lookups of B's service as a node of host
+	// 127.0.0.2. They come from a loopback address of their own, so that
+	// the edge holds exactly these, not the polls above.
+	const mapLookups = 5
+	asker := &dns.Client{Timeout: time.Second, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 9)}}}
+	for range mapLookups {
+		r, _, err := asker.Exchange(new(dns.Msg).SetQuestion("api.shop.docker.", dns.TypeA), a.DNSAddr)
+		if err != nil || len(r.Answer) != 1 {
+			t.Fatalf("api.shop.docker from 127.0.0.9 on A: %v %v", r, err)
+		}
+	}
+	const toB = "remote:127.0.0.2/shop/api"
+	var g servicemap.Graph
+	if _, ok := waitFor(5*time.Second, func() bool {
+		g = servicemap.Graph{}
+		_ = json.Unmarshal([]byte(httpGet(t, "http://"+a.HTTPAddr+"/api/v1/graph")), &g)
+		return slices.ContainsFunc(g.Edges, func(e servicemap.Edge) bool {
+			return e.From == "host:127.0.0.9" && e.To == toB && e.Queries == mapLookups
+		})
+	}); !ok {
+		t.Fatalf("A's /api/v1/graph has no edge host:127.0.0.9 -> %s with %d queries: %+v", toB, mapLookups, g.Edges)
+	}
+	if i := slices.IndexFunc(g.Nodes, func(n servicemap.Node) bool { return n.ID == toB }); i < 0 ||
+		g.Nodes[i] != (servicemap.Node{ID: toB, Kind: servicemap.KindRemote, Name: "api", Project: "shop", Host: "127.0.0.2"}) {
+		t.Errorf("A's graph nodes %+v, want %s of kind remote on host 127.0.0.2", g.Nodes, toB)
 	}
 
 	// A container with a published port on A resolves on C, A and SRV.

@@ -8,12 +8,15 @@ import (
 )
 
 // Owner is who stands behind an address or a name of the table: a compose
-// service (Service and Project set) or a plain container (Container alone).
-// The strings are the topology's own; nothing is copied.
+// service (Service and Project set) or a plain container (Container alone),
+// on this host (Host empty) or elsewhere (Host is the container's Origin:
+// another cluster host's address, or OriginRecordsFile). The strings are the
+// topology's own; nothing is copied.
 type Owner struct {
 	Service   string
 	Project   string
 	Container string
+	Host      string
 }
 
 // QuerierOf returns the container that holds src, as queries see it (the
@@ -58,7 +61,7 @@ func (s *snapshot) ownerByOrd(ord uint64) (Owner, bool) {
 		return Owner{}, false
 	}
 	c := &s.topo.Containers[i]
-	return Owner{Service: c.Service, Project: c.Project, Container: c.Name}, true
+	return Owner{Service: c.Service, Project: c.Project, Container: c.Name, Host: c.Origin}, true
 }
 
 // Generation changes whenever a new table is published, so that a reader

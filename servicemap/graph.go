@@ -15,8 +15,10 @@ import (
 
 // Node kinds.
 const (
-	KindService   = "service"   // a compose service
-	KindContainer = "container" // a container outside compose
+	KindService   = "service"   // a compose service on this host
+	KindContainer = "container" // a container outside compose on this host
+	KindRemote    = "remote"    // a service or record another cluster host publishes
+	KindFile      = "file"      // a service or record of this host's --records-file
 	KindHost      = "host"      // a querier the table does not know: the host itself
 	KindName      = "name"      // one of our names with no container behind it
 	KindExternal  = "external"  // a forwarded name, by registrable domain
@@ -24,20 +26,39 @@ const (
 
 // Node is one end of an edge.
 type Node struct {
-	ID      string `json:"id"`
-	Kind    string `json:"kind"`
+	ID   string `json:"id"`
+	Kind string `json:"kind"`
+	// Name is the service for a node with a Project, else the container
+	// or record name.
 	Name    string `json:"name"`
 	Project string `json:"project,omitempty"`
-	// Health of a service or container: healthy, degraded (some replicas
-	// are not), unhealthy (none is), or stopped; empty for the other kinds.
+	// Host is the other host's --advertise-addr, for KindRemote.
+	Host string `json:"host,omitempty"`
+	// Health of a local service or container: healthy, degraded (some
+	// replicas are not), unhealthy (none is), or stopped; empty for the
+	// other kinds.
 	Health string `json:"health,omitempty"`
 }
 
+// ownerNode names the node of an answer owner or a querier. Where the
+// owner lives is part of the ID: this host's shop/api, the records file's
+// and 10.0.0.2's are three nodes.
 func ownerNode(o resolver.Owner) Node {
+	n := Node{Kind: KindContainer, Name: o.Container}
+	local := o.Container
 	if o.Service != "" {
-		return Node{ID: "service:" + o.Project + "/" + o.Service, Kind: KindService, Name: o.Service, Project: o.Project}
+		n = Node{Kind: KindService, Name: o.Service, Project: o.Project}
+		local = o.Project + "/" + o.Service
 	}
-	return Node{ID: "container:" + o.Container, Kind: KindContainer, Name: o.Container}
+	switch o.Host {
+	case "":
+		n.ID = n.Kind + ":" + local
+	case resolver.OriginRecordsFile:
+		n.Kind, n.ID = KindFile, KindFile+":"+local
+	default:
+		n.Kind, n.Host, n.ID = KindRemote, o.Host, KindRemote+":"+o.Host+"/"+local
+	}
+	return n
 }
 
 // nameEnds names both ends of a lookup of name from src.
@@ -232,13 +253,18 @@ func (m *Map) observeHealthLocked() map[string]string {
 	return health
 }
 
-// health is the health of every service and container node in the table.
+// health is the health of every local service and container node in the
+// table. Records from elsewhere have none the map can see: another host
+// publishes only its healthy replicas, and the records file has no checks.
 func (m *Map) health() map[string]string {
 	topo := m.table.Topology()
 	type tally struct{ up, down, running int }
 	t := map[string]*tally{}
 	for i := range topo.Containers {
 		c := &topo.Containers[i]
+		if c.Origin != "" {
+			continue
+		}
 		ids := []string{ownerNode(resolver.Owner{Container: c.Name}).ID}
 		if c.Service != "" {
 			ids = append(ids, ownerNode(resolver.Owner{Service: c.Service, Project: c.Project}).ID)
@@ -349,6 +375,9 @@ func (m *Map) Problems(since time.Time) Problems {
 	seen := map[string]bool{}
 	for i := range topo.Containers {
 		c := &topo.Containers[i]
+		if c.Origin != "" {
+			continue // no health: see health
+		}
 		n := ownerNode(resolver.Owner{Service: c.Service, Project: c.Project, Container: c.Name})
 		if t, ok := seenSince[n.ID]; ok && !seen[n.ID] && health[n.ID] == "unhealthy" {
 			n.Health = "unhealthy"

@@ -1,8 +1,9 @@
 // Package servicemap turns the lookups sidedns answers into a map of who
 // depends on whom: an edge runs from the container that asked (shown as its
 // compose service) to the owner of the answer (a local service or container,
-// or an external domain cut to its registrable part), with per-minute counts
-// over a rolling window.
+// a service another cluster host publishes, a record of --records-file, or an
+// external domain cut to its registrable part), with per-minute counts over a
+// rolling window.
 //
 // Recording runs on the query path, so it takes no lock and allocates
 // nothing: a query whose (source, name) pair is already in the table only

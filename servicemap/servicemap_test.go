@@ -185,6 +185,68 @@ func TestGraphNodesAndShares(t *testing.T) {
 	}
 }
 
+// remote is a record another host (or the records file) adds to the
+// table, as cmd/sidedns's layers do: answered only under the zone.
+func remote(origin, name, project, service, ip string) resolver.Container {
+	return resolver.Container{ID: origin + "/" + name, Name: name, Project: project, Service: service, Origin: origin,
+		Endpoints: []resolver.Endpoint{{NetworkName: origin, IPv4: netip.MustParseAddr(ip)}}}
+}
+
+// Another host's service is a node of that host, apart from a local
+// service of the same name; records-file entries are nodes of their own.
+func TestGraphRemoteOwners(t *testing.T) {
+	topo := shop()
+	topo.Containers = append(topo.Containers,
+		remote(resolver.OriginRecordsFile, "ledger", "", "", "10.8.0.1"),
+		remote(resolver.OriginRecordsFile, "pay-1", "pay", "gateway", "10.8.0.2"),
+		remote("10.0.0.2", "b-api-1", "shop", "api", "10.9.0.5"),
+		remote("10.0.0.2", "b-cart-1", "shop", "cart", "10.9.0.6"),
+		remote("10.0.0.3", "c-db", "", "", "10.9.0.7"),
+	)
+	r := resolver.New(resolver.Options{})
+	r.Publish(topo)
+	c := newClock()
+	m := New(r, c.now)
+	m.send(t, c.now(),
+		lookup{src: web, name: "api", answers: 1, times: 2},
+		lookup{src: web, name: "api.shop.docker", answers: 3}, // local replicas answer first
+		lookup{src: web, name: "b-api-1.docker", answers: 1, times: 3},
+		lookup{src: web, name: "cart.shop.docker", answers: 1, times: 4},
+		lookup{src: api, name: "c-db.docker", answers: 1},
+		lookup{src: api, name: "ledger.docker", answers: 1, times: 2},
+		lookup{src: api, name: "gateway.pay.docker", answers: 1},
+	)
+	g := m.Graph(time.Time{})
+	want := map[string]Counts{
+		"service:shop/web -> service:shop/api":          {Queries: 3},
+		"service:shop/web -> remote:10.0.0.2/shop/api":  {Queries: 3},
+		"service:shop/web -> remote:10.0.0.2/shop/cart": {Queries: 4},
+		"service:shop/api -> remote:10.0.0.3/c-db":      {Queries: 1},
+		"service:shop/api -> file:ledger":               {Queries: 2},
+		"service:shop/api -> file:pay/gateway":          {Queries: 1},
+	}
+	if got := edgeMap(g); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("edges\n got %v\nwant %v", got, want)
+	}
+	wantNodes := map[string]Node{
+		"service:shop/web":          {ID: "service:shop/web", Kind: KindService, Name: "web", Project: "shop", Health: "healthy"},
+		"service:shop/api":          {ID: "service:shop/api", Kind: KindService, Name: "api", Project: "shop", Health: "degraded"},
+		"remote:10.0.0.2/shop/api":  {ID: "remote:10.0.0.2/shop/api", Kind: KindRemote, Name: "api", Project: "shop", Host: "10.0.0.2"},
+		"remote:10.0.0.2/shop/cart": {ID: "remote:10.0.0.2/shop/cart", Kind: KindRemote, Name: "cart", Project: "shop", Host: "10.0.0.2"},
+		"remote:10.0.0.3/c-db":      {ID: "remote:10.0.0.3/c-db", Kind: KindRemote, Name: "c-db", Host: "10.0.0.3"},
+		"file:ledger":               {ID: "file:ledger", Kind: KindFile, Name: "ledger"},
+		"file:pay/gateway":          {ID: "file:pay/gateway", Kind: KindFile, Name: "gateway", Project: "pay"},
+	}
+	if len(g.Nodes) != len(wantNodes) {
+		t.Errorf("%d nodes, want %d: %+v", len(g.Nodes), len(wantNodes), g.Nodes)
+	}
+	for _, n := range g.Nodes {
+		if n != wantNodes[n.ID] {
+			t.Errorf("node %+v, want %+v", n, wantNodes[n.ID])
+		}
+	}
+}
+
 func TestWindow(t *testing.T) {
 	tests := []struct {
 		name  string

@@ -28,38 +28,59 @@
   }
 
   const HEALTH_FILL = { healthy: "#2da44e", degraded: "#d4a72c", unhealthy: "#cf222e", stopped: "#8c959f" };
-  const KIND_FILL = { host: "#6e7781", name: "#8250df", external: "#0969da" };
+  const KIND_FILL = { host: "#6e7781", name: "#8250df", external: "#0969da", remote: "#1b7c83", file: "#9a6700" };
   function nodeFill(n) {
     return HEALTH_FILL[n.health] || KIND_FILL[n.kind] || "#6e7781";
+  }
+
+  // label names a node inside its column: a remote host's column names the
+  // host, so its nodes name their project.
+  function label(n) {
+    return n.kind === "remote" && n.project ? n.project + "/" + n.name : n.name;
+  }
+  // fullName names a node outside its column, in the list of its lookups.
+  function fullName(n) {
+    if (n.kind === "remote") return label(n) + " on " + n.host;
+    if (n.kind === "file") return n.name + " (records file)";
+    return n.name;
   }
 
   let graph = { nodes: [], edges: [], series: [] };
   let selected = null; // node id whose edges are listed
 
-  // layout places services and containers in columns by compose project,
-  // queriers the table does not know (the host) on the left, and external
-  // domains and bare names at the right side.
+  // layout places queriers the table does not know (the host) on the
+  // left; then this host's services, containers and records-file entries
+  // in columns by compose project; then a column for each other host of
+  // the cluster, with the services it publishes; and external domains and
+  // bare names at the right side.
   function layout(nodes) {
     const cols = new Map(); // column key -> nodes
+    const titles = new Map(); // column key -> label
     const order = [];
-    function put(key, n) {
-      if (!cols.has(key)) { cols.set(key, []); order.push(key); }
+    const placed = new Set();
+    function put(key, title, n) {
+      if (!cols.has(key)) { cols.set(key, []); titles.set(key, title); order.push(key); }
       cols.get(key).push(n);
+      placed.add(n.id);
     }
-    const inner = nodes.filter((n) => n.kind === "service" || n.kind === "container");
+    const inner = nodes.filter((n) => n.kind === "service" || n.kind === "container" || n.kind === "file");
     const projects = [...new Set(inner.map((n) => n.project || ""))].sort();
-    for (const n of nodes.filter((n) => n.kind === "host")) put("host", n);
-    for (const p of projects) for (const n of inner.filter((n) => (n.project || "") === p)) put("p:" + p, n);
-    for (const n of nodes.filter((n) => n.kind === "external" || n.kind === "name")) put("ext", n);
+    const remote = nodes.filter((n) => n.kind === "remote");
+    const hosts = [...new Set(remote.map((n) => n.host))].sort();
+    for (const n of nodes.filter((n) => n.kind === "host")) put("host", "host", n);
+    for (const p of projects) for (const n of inner.filter((n) => (n.project || "") === p)) put("p:" + p, p || "no project", n);
+    for (const h of hosts) for (const n of remote.filter((n) => n.host === h)) put("r:" + h, "remote host " + h, n);
+    // External domains, bare names, and any kind this page does not know.
+    for (const n of nodes.filter((n) => !placed.has(n.id))) put("ext", "external", n);
     const colW = 190, rowH = 56, top = 40;
     const pos = new Map();
     let height = 0;
     order.forEach((key, i) => {
-      const list = cols.get(key).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      const list = cols.get(key).sort((a, b) => (label(a) < label(b) ? -1 : label(a) > label(b) ? 1 : 0));
       list.forEach((n, j) => pos.set(n.id, { x: 90 + i * colW, y: top + 20 + j * rowH }));
       height = Math.max(height, top + 20 + list.length * rowH);
     });
-    return { pos, order, cols, colW, width: Math.max(400, 90 + order.length * colW), height: Math.max(200, height) };
+    return { pos, order, titles, colW, width: Math.max(400, 90 + order.length * colW), height: Math.max(200, height) };
   }
 
   function edgeWidth(e) {
@@ -81,9 +102,8 @@
     box.append(defs);
     L.order.forEach((key, i) => {
       const x = 90 + i * L.colW;
-      const title = key === "host" ? "host" : key === "ext" ? "external" : key.slice(2) || "no project";
-      box.append(svg("rect", { x: x - 80, y: 6, width: L.colW - 30, height: L.height - 12, rx: 8, class: "group" }));
-      box.append(svg("text", { x, y: 26, "text-anchor": "middle", class: "group-label" }, title));
+      box.append(svg("rect", { x: x - 80, y: 6, width: L.colW - 30, height: L.height - 12, rx: 8, class: "group", "data-group": key }));
+      box.append(svg("text", { x, y: 26, "text-anchor": "middle", class: "group-label", "data-group": key }, L.titles.get(key)));
     });
     for (const e of graph.edges) {
       const a = L.pos.get(e.from), b = L.pos.get(e.to);
@@ -104,10 +124,10 @@
     }
     for (const n of graph.nodes) {
       const p = L.pos.get(n.id);
-      const g = svg("g", { class: "node" + (n.id === selected ? " selected" : ""), "data-node": n.id, tabindex: 0 });
+      const g = svg("g", { class: "node" + (n.id === selected ? " selected" : ""), "data-node": n.id, "data-kind": n.kind, tabindex: 0 });
       g.append(svg("circle", { cx: p.x, cy: p.y, r: 11, fill: nodeFill(n) }));
-      g.append(svg("text", { x: p.x, y: p.y + 26, "text-anchor": "middle" }, n.name));
-      g.append(svg("title", {}, `${n.kind} ${n.name}${n.health ? " (" + n.health + ")" : ""}`));
+      g.append(svg("text", { x: p.x, y: p.y + 26, "text-anchor": "middle" }, label(n)));
+      g.append(svg("title", {}, `${n.kind} ${fullName(n)}${n.health ? " (" + n.health + ")" : ""}`));
       g.addEventListener("click", () => { selected = n.id; drawMap(); drawNodeEdges(); });
       box.append(g);
     }
@@ -125,7 +145,7 @@
   function drawNodeEdges() {
     const box = $("node-edges");
     if (!selected) { box.replaceChildren(el("p", { class: "empty" }, "Click a node to list its lookups.")); return; }
-    const name = (id) => (graph.nodes.find((n) => n.id === id) || { name: id }).name;
+    const name = (id) => fullName(graph.nodes.find((n) => n.id === id) || { name: id });
     const out = graph.edges.filter((e) => e.from === selected);
     const inc = graph.edges.filter((e) => e.to === selected);
     box.replaceChildren(el("h3", {}, name(selected)),
