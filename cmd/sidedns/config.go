@@ -37,6 +37,7 @@ type config struct {
 	Upstream       []upstream.Spec
 	ResolvConf     string
 	HTTP           string // empty disables the HTTP surface
+	NoServiceMap   bool   // --service-map off: no lookup is recorded
 	Domain         string
 	TTL            time.Duration
 	StrictHealth   bool
@@ -108,6 +109,8 @@ func flagSpecs(c *config) []flagSpec {
 			false, &stringValue{dst: &c.ResolvConf, parse: nonEmpty}},
 		{"http", "ip:port", "address for /metrics, /healthz, /readyz, /api/v1/records and the live page; empty or off disables",
 			false, &stringValue{dst: &c.HTTP, parse: checkHTTP}},
+		{"service-map", "on|off", "record who looks up whom (/api/v1/graph, /api/v1/problems, the page's map and charts; needs --http); off keeps no lookup history, and those two paths answer 404",
+			false, &onOffValue{off: &c.NoServiceMap}},
 		{"domain", "zone", "zone sidedns is authoritative for (<name>.<zone>, <service>.<project>.<zone>)",
 			false, &stringValue{dst: &c.Domain, parse: checkDomain}},
 		{"ttl", "duration", "TTL of local answers, e.g. 5s or 5 (seconds)",
@@ -521,6 +524,28 @@ func (v *policyValue) Set(s string) error {
 		*v.dst = true
 	default:
 		return errors.New("want failopen or strict")
+	}
+	return nil
+}
+
+// onOffValue is a switch that is on by default; off records true in *off.
+type onOffValue struct{ off *bool }
+
+func (v *onOffValue) String() string {
+	if v.off != nil && *v.off {
+		return "off"
+	}
+	return "on"
+}
+
+func (v *onOffValue) Set(s string) error {
+	switch strings.ToLower(s) {
+	case "on", "true", "1":
+		*v.off = false
+	case "off", "false", "0":
+		*v.off = true
+	default:
+		return errors.New("want on or off")
 	}
 	return nil
 }

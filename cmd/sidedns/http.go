@@ -16,21 +16,27 @@ func (a *app) startHTTP(cfg config) error {
 	reg := ops.NewRegistry()
 	a.registerMetrics(reg)
 	a.registerClusterMetrics(reg)
-	reg.MustRegister(a.smap)
-	a.ops = ops.New(ops.Config{
-		Addr:       cfg.HTTP,
-		Records:    a.res.Records,
-		ServiceMap: a.smap,
-		Ready:      func() bool { return a.watcher != nil && a.watcher.Ready() },
-		Registry:   reg,
-		Logger:     a.log.Named("http"),
-		Extra:      a.pageState,
-		Cluster:    a.clusterStatus,
-	})
+	ocfg := ops.Config{
+		Addr:     cfg.HTTP,
+		Records:  a.res.Records,
+		Ready:    func() bool { return a.watcher != nil && a.watcher.Ready() },
+		Registry: reg,
+		Logger:   a.log.Named("http"),
+		Extra:    a.pageState,
+		Cluster:  a.clusterStatus,
+	}
+	stopMap := func() {}
+	if a.smap != nil { // not with --service-map off
+		reg.MustRegister(a.smap)
+		ocfg.ServiceMap = a.smap
+	}
+	a.ops = ops.New(ocfg)
 	if err := a.ops.Start(); err != nil {
 		return err // it names the address and suggests --http
 	}
-	stopMap := a.runServiceMap()
+	if a.smap != nil {
+		stopMap = a.runServiceMap()
+	}
 	a.stopHTTP = func(ctx context.Context) error {
 		defer stopMap()
 		return a.ops.Shutdown(ctx)

@@ -77,3 +77,36 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 		t.Logf("/metrics:\n%s", body)
 	}
 }
+
+// TestServiceMapOff: with --service-map off nothing is recorded: the graph
+// and problems paths say the map is off, the edge metrics are absent, and
+// the rest of the ops surface works.
+func TestServiceMapOff(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+	up := startFakeUpstream(t)
+	dnsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	runInBackground(t, []string{"--listen", dnsAddr, "--upstream", up.addr, "--http", httpAddr, "--service-map", "off"})
+	checkForwarded(t, waitForAnswer(t, "udp", dnsAddr, "example.test."))
+	waitFor(t, "the http server", func() bool {
+		r, err := http.Get("http://" + httpAddr + "/healthz")
+		if err == nil {
+			r.Body.Close()
+		}
+		return err == nil
+	})
+	for path, want := range map[string]int{"/api/v1/graph": 404, "/api/v1/problems": 404, "/api/v1/records": 200, "/": 200} {
+		r, err := http.Get("http://" + httpAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, r.StatusCode, want)
+		}
+	}
+	body := scrape(t, httpAddr)
+	if strings.Contains(body, "sidedns_edges") || !strings.Contains(body, `sidedns_queries_total{rcode="NOERROR",source="upstream",type="A"} 1`) {
+		t.Errorf("/metrics with the map off:\n%s", body)
+	}
+}

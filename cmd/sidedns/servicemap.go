@@ -8,10 +8,10 @@ import (
 	"github.com/sidedns/sidedns/servicemap"
 )
 
-// recorder makes the lookup map when the ops surface is on to show it; its
-// writer runs from startHTTP.
+// recorder makes the lookup map when the ops surface is on to show it and
+// --service-map is not off; its writer runs from startHTTP.
 func (a *app) recorder(cfg config) dnsserver.Recorder {
-	if cfg.HTTP == "" {
+	if cfg.HTTP == "" || cfg.NoServiceMap {
 		return nil
 	}
 	a.smap = servicemap.New(a.res, time.Now)
