@@ -19,6 +19,8 @@ import (
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
+
+	"github.com/sidedns/sidedns/upstream"
 )
 
 // RateLimit is a per-source token bucket. QPS 0 disables it.
@@ -34,9 +36,6 @@ type RateLimit struct {
 // Defaults.
 const (
 	DefaultPort = 53
-	// DefaultForwardTimeout bounds a whole forward (every upstream try): glibc's
-	// resolver gives up after 5 s, so a later answer helps nobody.
-	DefaultForwardTimeout = 5 * time.Second
 	// udpReadSize is the read buffer for UDP queries; EDNS queries with options
 	// can exceed 512 bytes.
 	udpReadSize = 4096
@@ -67,7 +66,7 @@ type Config struct {
 	// RateLimit per source address; past it UDP queries get TC=1 (a
 	// fraction, see RateLimit.Slip) or are dropped, and TCP queries get REFUSED.
 	RateLimit RateLimit
-	// ForwardTimeout bounds a forwarded query; default DefaultForwardTimeout.
+	// ForwardTimeout bounds a forwarded query; default upstream.DefaultForwardBudget.
 	ForwardTimeout time.Duration
 	// Logger; default zap.NewNop.
 	Logger *zap.Logger
@@ -154,7 +153,7 @@ func New(cfg Config) (*Server, error) {
 		s.log = zap.NewNop()
 	}
 	if s.timeout <= 0 {
-		s.timeout = DefaultForwardTimeout
+		s.timeout = upstream.DefaultForwardBudget
 	}
 	if cfg.LogQueries < 0 || cfg.LogQueries > 1 {
 		return nil, fmt.Errorf("new server: query log rate %v is not within 0..1", cfg.LogQueries)

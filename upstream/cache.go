@@ -23,14 +23,15 @@ const (
 	DefaultCacheSize   = 100_000
 	DefaultMaxTTL      = 24 * time.Hour
 	DefaultStaleWindow = 24 * time.Hour // RFC 8767 suggests 1-3 days
+	// DefaultForwardBudget bounds a whole forward, every upstream try, and
+	// a cache refresh: glibc's resolver gives up after 5 s, so a later
+	// answer helps nobody.
+	DefaultForwardBudget = 5 * time.Second
 )
 
 const (
 	cacheDefaultNegativeMaxTTL = 30 * time.Minute // RFC 2308 suggests 1-3 h; 30 min keeps new names visible sooner.
 	cacheDefaultPrefetchHits   = 2
-	// A refresh outlives one client's patience: it covers failover across
-	// a few upstreams at the forwarder's 2 s per try.
-	cacheDefaultRefreshTimeout = 5 * time.Second
 	// cacheStaleTTL is the TTL of a stale answer (RFC 8767 recommends 30 s).
 	cacheStaleTTL = 30
 	// cacheMaxKey is the longest key: a 255-byte wire name, type, class and flags.
@@ -151,7 +152,7 @@ func NewCache(next Exchanger, cfg CacheConfig) (*Cache, error) {
 		cfg.PrefetchHits = cacheDefaultPrefetchHits
 	}
 	if cfg.RefreshTimeout <= 0 {
-		cfg.RefreshTimeout = cacheDefaultRefreshTimeout
+		cfg.RefreshTimeout = DefaultForwardBudget
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

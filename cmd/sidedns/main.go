@@ -160,7 +160,7 @@ func start(cfg config, log *zap.Logger) (_ *app, err error) {
 	}
 	// One forward may time out on one upstream and then need a full try on
 	// the next, so it gets at least two tries' worth of time.
-	forwardBudget := max(dnsserver.DefaultForwardTimeout, 2*cfg.Timeout+time.Second)
+	forwardBudget := max(upstream.DefaultForwardBudget, 2*cfg.Timeout+time.Second)
 	stale := cfg.StaleWindow
 	if stale == 0 {
 		stale = -1 // the cache reads 0 as its default

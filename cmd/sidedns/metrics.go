@@ -79,20 +79,18 @@ func (a *app) registerMetrics(reg *prometheus.Registry) {
 			gauge(ch, descUpInflight, float64(a.fwd.Inflight()))
 		}))
 
-	if a.cache != nil {
-		reg.MustRegister(ops.NewFuncCollector(
-			[]*prometheus.Desc{descCacheEntries, descCacheHits, descCacheMisses, descCacheEvictions, descCacheStale, descCachePrefetches, descCacheCoalesced},
-			func(ch chan<- prometheus.Metric) {
-				st := a.cache.Stats()
-				gauge(ch, descCacheEntries, float64(a.cache.Len()))
-				counter(ch, descCacheHits, st.Hits)
-				counter(ch, descCacheMisses, st.Misses)
-				counter(ch, descCacheEvictions, st.Evictions)
-				counter(ch, descCacheStale, st.Stale)
-				counter(ch, descCachePrefetches, st.Prefetches)
-				counter(ch, descCacheCoalesced, st.Coalesced)
-			}))
-	}
+	reg.MustRegister(ops.NewFuncCollector(
+		[]*prometheus.Desc{descCacheEntries, descCacheHits, descCacheMisses, descCacheEvictions, descCacheStale, descCachePrefetches, descCacheCoalesced},
+		func(ch chan<- prometheus.Metric) {
+			st := a.cache.Stats()
+			gauge(ch, descCacheEntries, float64(a.cache.Len()))
+			counter(ch, descCacheHits, st.Hits)
+			counter(ch, descCacheMisses, st.Misses)
+			counter(ch, descCacheEvictions, st.Evictions)
+			counter(ch, descCacheStale, st.Stale)
+			counter(ch, descCachePrefetches, st.Prefetches)
+			counter(ch, descCacheCoalesced, st.Coalesced)
+		}))
 
 	reg.MustRegister(ops.NewFuncCollector(
 		[]*prometheus.Desc{descDockerConnected, descDockerReady, descDockerEvents, descDockerResyncs, descDockerErrors},
@@ -114,11 +112,9 @@ func (a *app) registerMetrics(reg *prometheus.Registry) {
 // pageState is the cache, upstream and Docker state shown on the live page.
 func (a *app) pageState() map[string]any {
 	out := map[string]any{}
-	if a.cache != nil {
-		st := a.cache.Stats()
-		out["cache"] = map[string]any{"entries": a.cache.Len(), "hits": st.Hits, "misses": st.Misses,
-			"evictions": st.Evictions, "stale": st.Stale, "prefetches": st.Prefetches}
-	}
+	st := a.cache.Stats()
+	out["cache"] = map[string]any{"entries": a.cache.Len(), "hits": st.Hits, "misses": st.Misses,
+		"evictions": st.Evictions, "stale": st.Stale, "prefetches": st.Prefetches}
 	var ups []map[string]any
 	for _, st := range a.fwd.ServerStats() {
 		u := map[string]any{"address": st.Spec.String(), "healthy": st.Up, "queries": st.Queries, "failures": st.Failures}
