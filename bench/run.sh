@@ -99,10 +99,10 @@ WORK=$(mktemp -d /tmp/sidedns-bench.XXXXXX)
 declare -A PID=()
 
 stop_pid() {
-  local pid=$1 i
+  local pid=$1
   kill -0 "$pid" 2>/dev/null || return 0
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 30); do
+  for _ in $(seq 30); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -128,8 +128,8 @@ probe() {
 }
 
 wait_ready() {
-  local name=$1 port=$2 i
-  for i in $(seq 50); do
+  local name=$1 port=$2
+  for _ in $(seq 50); do
     kill -0 "${PID[$name]}" 2>/dev/null || { cat "$WORK/$name.log" >&2; die "$name exited during start-up"; }
     probe "$port" && return 0
     sleep 0.2
@@ -152,7 +152,7 @@ sidedns_args() {
 # http_of NAME: the HTTP address sidedns or baseline serves /readyz on (the last --http in its flags), or
 # nothing with --http off.
 http_of() {
-  local ARGS a next= http=
+  local ARGS a next='' http=''
   sidedns_args "$1"
   for a in "${ARGS[@]}"; do
     if [[ -n $next ]]; then http=$a next=; continue; fi
@@ -169,10 +169,10 @@ http_of() {
 # resolves and, for sidedns with an HTTP server, /readyz says the first Docker sync is done. (Without one, the
 # last name is enough: the first sync publishes every container at once.) Up to 30 s, for sidedns's first sync.
 wait_local() {
-  local name=$1 port=$2 kind=$3 last http= i
+  local name=$1 port=$2 kind=$3 last http=''
   last=$(awk 'END { print $1 }' "$WORK/$kind.txt")
   [[ $name == sidedns || $name == baseline ]] && http=$(http_of "$name")
-  for i in $(seq 150); do
+  for _ in $(seq 150); do
     kill -0 "${PID[$name]}" 2>/dev/null || { cat "$WORK/$name.log" >&2; die "$name exited during start-up"; }
     if probe "$port" "$last" && { [[ -z $http ]] || curl -fsS --max-time 2 -o /dev/null "http://$http/readyz"; }; then
       return 0
@@ -270,12 +270,12 @@ gen_hits() { awk -v n="$HIT_NAMES" 'BEGIN { for (i = 1; i <= n; i++) printf "h%d
 # as queries from 127.0.0.1 get it) and unbound's local-data from it, then check once that every server answers
 # every name with the right addresses and, for sidedns, that first addresses follow the weights.
 setup_local() {
-  local kind=$1 i srv weights line
+  local kind=$1 srv weights line
   # shellcheck disable=SC2086 # FAKE_ARGS are lists of flags.
   "$WORK/fakedocker" -socket "$WORK/$kind.sock" ${FAKE_ARGS[$kind]} -hosts "$WORK/$kind.hosts" \
     >"$WORK/fakedocker-$kind.out" 2>"$WORK/fakedocker-$kind.log" &
   PID[fakedocker-$kind]=$!
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     grep -qx ready "$WORK/fakedocker-$kind.out" 2>/dev/null && break
     kill -0 "${PID[fakedocker-$kind]}" 2>/dev/null || { cat "$WORK/fakedocker-$kind.log" >&2; die "fakedocker ($kind) exited"; }
     sleep 0.1
@@ -355,7 +355,7 @@ measure() { # measure SCENARIO SERVER RUN
     mixed) file=$WORK/q-mixed.txt; gen_mixed "$file" "m$run$srv$RANDOM" ;;
     lat50) file=$WORK/hits.txt; extra=(-Q "$LAT_QPS" -v) ;;
   esac
-  start_server "$srv" $mode
+  start_server "$srv" "$mode"
   if [[ $sc != cold ]]; then
     timeout 30 dnsperf -s 127.0.0.1 -p "$port" -d "$warm" -c "$CLIENTS" -n 1 >"$WORK/warm.out" 2>&1 ||
       die "warm-up of $srv failed"

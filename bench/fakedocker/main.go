@@ -11,10 +11,10 @@
 // -churn-count starts.
 //
 // For benchmarks that give other servers the same names as local data,
-// -hosts FILE writes the populated containers as a hosts file ("IP name", one
-// a line), and -check ip:port asks that DNS server for every populated name
-// (A) and compares the answer with the name's addresses, then exits without
-// serving: 0 when every name matched, 1 otherwise.
+// -hosts FILE writes the populated names as a hosts file ("IP name", a line
+// per address), and -check ip:port asks that DNS server for every populated
+// name (A) and compares the answer with the name's addresses, then exits
+// without serving: 0 when every name matched, 1 otherwise.
 //
 // -services N adds N compose services s0000, s0001, ... in project -project,
 // each with one replica per entry of -weights (the replicas' sidedns.weight
