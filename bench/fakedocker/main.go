@@ -11,10 +11,21 @@
 // -churn-count starts.
 //
 // For benchmarks that give other servers the same names as local data,
-// -hosts FILE writes the populated containers as a hosts file ("IP name", one
-// a line), and -check ip:port asks that DNS server for every populated name
-// (bare, A) and compares the answer with the container's address, then exits
+// -hosts FILE writes the populated names as a hosts file ("IP name", a line
+// per address), and -check ip:port asks that DNS server for every populated
+// name (A) and compares the answer with the name's addresses, then exits
 // without serving: 0 when every name matched, 1 otherwise.
+//
+// -services N adds N compose services s0000, s0001, ... in project -project,
+// each with one replica per entry of -weights (the replicas' sidedns.weight
+// labels, 100,100,800 by default) and replica -canary tagged
+// sidedns.tags=canary. Their names are the bare service name (a network
+// alias, as compose sets it) and <service>.<project>.<domain>, each with
+// every replica's address, and canary.<service>.<project>.<domain> with the
+// canary's; -hosts writes those (not the replicas' container names), and
+// -check with -check-weights also asks the first and the last service's
+// weighted names -weight-queries times each and wants each replica first in
+// its weight's share of the answers.
 package main
 
 import (
@@ -28,6 +39,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,7 +47,9 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/sidedns/sidedns/dockerwatch"
 	"github.com/sidedns/sidedns/dockerwatch/dockerfake"
+	"github.com/sidedns/sidedns/resolver"
 )
 
 func main() {
@@ -60,6 +74,13 @@ type config struct {
 	churnSignal bool
 	hosts       string
 	check       string
+
+	services      int
+	project       string
+	weights       []string // sidedns.weight label per replica; "" for none
+	canary        int      // 1-based replica tagged canary; 0 for none
+	checkWeights  bool
+	weightQueries int
 }
 
 func run(logger *log.Logger, args []string) error {
@@ -72,18 +93,42 @@ func run(logger *log.Logger, args []string) error {
 	fs.IntVar(&c.churnCount, "churn-count", 100, "starts to churn through (0: forever)")
 	fs.IntVar(&c.churnLive, "churn-live", 20, "churned containers kept running at once")
 	fs.StringVar(&c.probe, "probe", "", "loopback DNS server (ip:port) to time start -> resolvable against; needs -churn")
-	fs.StringVar(&c.domain, "domain", "docker.", "zone the probed names are in (<name>.<domain>)")
+	fs.StringVar(&c.domain, "domain", "docker.", "zone of the probed names (<name>.<domain>) and of the services' names (<service>.<project>.<domain>)")
 	fs.DurationVar(&c.probeWait, "probe-timeout", 2*time.Second, "give up on a name that does not resolve within this")
 	fs.DurationVar(&c.syncWait, "sync-timeout", 2*time.Minute, "with -probe, how long to wait for c0000 to resolve before churning")
 	fs.BoolVar(&c.churnSignal, "churn-on-signal", false, "wait for SIGUSR1 before churning (lets a script measure other things first)")
 	fs.BoolVar(&c.exitOnChurn, "exit-after-churn", false, "exit after -churn-count starts and their probes")
-	fs.StringVar(&c.hosts, "hosts", "", "write the populated containers to this file as a hosts file (\"IP name\" lines) before serving")
-	fs.StringVar(&c.check, "check", "", "do not serve: ask this loopback DNS server (ip:port) for every populated name (bare, A), compare with the containers' addresses and exit 1 on any mismatch")
+	fs.StringVar(&c.hosts, "hosts", "", "write the populated names to this file as a hosts file (\"IP name\" lines, one per address) before serving")
+	fs.StringVar(&c.check, "check", "", "do not serve: ask this loopback DNS server (ip:port) for every populated name (A), compare with the name's addresses and exit 1 on any mismatch")
+	fs.IntVar(&c.services, "services", 0, "compose services to start besides the -containers (s0000, s0001, ...), each with a replica per -weights entry")
+	fs.StringVar(&c.project, "project", "bench", "compose project of the -services")
+	weights := fs.String("weights", "100,100,800", "sidedns.weight label of each replica of a service, comma-separated; an empty entry sets no label (weight 100)")
+	fs.IntVar(&c.canary, "canary", 1, "replica (1-based) of each service labelled sidedns.tags=canary; 0 for none")
+	fs.BoolVar(&c.checkWeights, "check-weights", false, "with -check: also want each replica of the first and last service first in its weight's share of the answers")
+	fs.IntVar(&c.weightQueries, "weight-queries", 200, "with -check-weights: queries per weighted name")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("parse flags: %w", err)
 	}
-	if c.networks < 1 || c.networks > 150 || c.containers < 0 {
-		return errors.New("need 1 to 150 networks and a non-negative container count")
+	if c.networks < 1 || c.networks > 150 || c.containers < 0 || c.services < 0 {
+		return errors.New("need 1 to 150 networks and non-negative container and service counts")
+	}
+	if c.services > 0 {
+		c.weights = strings.Split(*weights, ",")
+		for _, w := range c.weights {
+			// Weight 0 drains a replica out of the answers; the check does not model that.
+			if n, err := strconv.Atoi(w); w != "" && (err != nil || n < 1 || n > 1000) {
+				return fmt.Errorf("-weights entry %q: want empty or 1 to 1000", w)
+			}
+		}
+		if c.canary < 0 || c.canary > len(c.weights) {
+			return fmt.Errorf("-canary %d: want 0 to %d (the replica count)", c.canary, len(c.weights))
+		}
+		if err := dockerwatch.ValidName(c.project); err != nil || strings.Contains(c.project, ".") {
+			return fmt.Errorf("-project %q: want one DNS label", c.project)
+		}
+	}
+	if c.weightQueries < 1 {
+		return errors.New("-weight-queries must be positive")
 	}
 	for _, a := range []string{c.probe, c.check} {
 		if a == "" {
@@ -102,14 +147,14 @@ func run(logger *log.Logger, args []string) error {
 
 	e := dockerfake.New(dockerfake.Options{Networks: c.networks, Now: time.Now})
 	t0 := time.Now()
-	ids := e.Populate(c.containers)
-	logger.Printf("populated %d containers over %d networks in %v", c.containers, c.networks, time.Since(t0).Round(time.Millisecond))
-	recs, err := hostRecords(e, ids)
+	recs, err := populate(e, c)
 	if err != nil {
 		return err
 	}
+	logger.Printf("populated %d containers and %d services of %d replicas over %d networks in %v",
+		c.containers, c.services, len(c.weights), c.networks, time.Since(t0).Round(time.Millisecond))
 	if c.check != "" {
-		return check(logger, c.check, recs)
+		return check(logger, c.check, recs, c.checkWeights, c.weightQueries)
 	}
 	if c.hosts != "" {
 		if err := writeHosts(c.hosts, recs); err != nil {
@@ -167,40 +212,105 @@ func run(logger *log.Logger, args []string) error {
 	return nil
 }
 
-// hostRecord is one container's name and its IPv4 address.
+// hostRecord is one name and the IPv4 addresses it answers.
 type hostRecord struct {
 	name string
-	ip   netip.Addr
+	ips  []netip.Addr
+	// weights is each address's weight, for -check-weights; nil when the
+	// name's answers are not to be checked for weights.
+	weights []int
 }
 
-// hostRecords lists the name and the (only) IPv4 address of each container.
-func hostRecords(e *dockerfake.Engine, ids []string) ([]hostRecord, error) {
-	recs := make([]hostRecord, 0, len(ids))
+// populate starts c.containers plain containers and c.services compose
+// services and returns the names they answer, in start order.
+func populate(e *dockerfake.Engine, c config) ([]hostRecord, error) {
+	ids := e.Populate(c.containers) // also creates net0, net1, ...
+	recs := make([]hostRecord, 0, len(ids)+3*c.services)
 	for _, id := range ids {
-		resp, ok := e.Inspect(id)
-		if !ok {
-			return nil, fmt.Errorf("inspect container %s: not found", id)
+		name, ips, err := addresses(e, id)
+		if err != nil {
+			return nil, err
 		}
-		var ips []netip.Addr
-		for _, es := range resp.NetworkSettings.Networks {
-			if a, err := netip.ParseAddr(es.IPAddress); err == nil {
-				ips = append(ips, a)
+		recs = append(recs, hostRecord{name: name, ips: ips})
+	}
+	domain := strings.Trim(c.domain, ".")
+	for s := range c.services {
+		svc := fmt.Sprintf("s%04d", s)
+		// Compose puts a project's replicas on its network, with the service name as an alias.
+		nw := fmt.Sprintf("net%d", s%c.networks)
+		all := hostRecord{name: svc}
+		var canary netip.Addr
+		for r, w := range c.weights {
+			labels := map[string]string{
+				dockerwatch.LabelComposeProject:       c.project,
+				dockerwatch.LabelComposeService:       svc,
+				"com.docker.compose.container-number": strconv.Itoa(r + 1),
+				"com.docker.compose.oneoff":           "False",
+			}
+			weight := resolver.DefaultWeight
+			if w != "" {
+				labels[dockerwatch.LabelWeight] = w
+				weight, _ = strconv.Atoi(w) // checked in run
+			}
+			if r+1 == c.canary {
+				labels[dockerwatch.LabelTags] = "canary"
+			}
+			id := e.StartContainer(dockerfake.ContainerSpec{
+				Name:     fmt.Sprintf("%s-%s-%d", c.project, svc, r+1),
+				Networks: map[string]dockerfake.Endpoint{nw: {Aliases: []string{svc}}},
+				Labels:   labels,
+			})
+			_, ips, err := addresses(e, id)
+			if err != nil {
+				return nil, err
+			}
+			all.ips = append(all.ips, ips[0])
+			all.weights = append(all.weights, weight)
+			if r+1 == c.canary {
+				canary = ips[0]
 			}
 		}
-		// One network per container keeps one answer per name, the same for every server.
-		if len(ips) != 1 {
-			return nil, fmt.Errorf("container %s has %d IPv4 addresses, want 1", resp.Name, len(ips))
+		if len(all.ips) < 2 {
+			all.weights = nil // one replica: nothing to share
 		}
-		recs = append(recs, hostRecord{name: strings.TrimPrefix(resp.Name, "/"), ip: ips[0]})
+		fqdn := all
+		fqdn.name = svc + "." + c.project + "." + domain
+		recs = append(recs, all, fqdn)
+		if canary.IsValid() {
+			recs = append(recs, hostRecord{name: "canary." + fqdn.name, ips: []netip.Addr{canary}})
+		}
 	}
 	return recs, nil
 }
 
-// writeHosts writes recs in hosts-file format, atomically so a reader never sees half of it.
+// addresses returns a container's name and its (only) IPv4 address.
+func addresses(e *dockerfake.Engine, id string) (string, []netip.Addr, error) {
+	resp, ok := e.Inspect(id)
+	if !ok {
+		return "", nil, fmt.Errorf("inspect container %s: not found", id)
+	}
+	var ips []netip.Addr
+	for _, es := range resp.NetworkSettings.Networks {
+		if a, err := netip.ParseAddr(es.IPAddress); err == nil {
+			ips = append(ips, a)
+		}
+	}
+	name := strings.TrimPrefix(resp.Name, "/")
+	// One network per container keeps one address per replica, the same for every server.
+	if len(ips) != 1 {
+		return "", nil, fmt.Errorf("container %s has %d IPv4 addresses, want 1", name, len(ips))
+	}
+	return name, ips, nil
+}
+
+// writeHosts writes recs in hosts-file format, a line per name and address,
+// atomically so a reader never sees half of it.
 func writeHosts(path string, recs []hostRecord) error {
 	var b strings.Builder
 	for _, r := range recs {
-		fmt.Fprintf(&b, "%s %s\n", r.ip, r.name)
+		for _, ip := range r.ips {
+			fmt.Fprintf(&b, "%s %s\n", ip, r.name)
+		}
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
@@ -212,53 +322,137 @@ func writeHosts(path string, recs []hostRecord) error {
 	return nil
 }
 
-// check asks server for every name in recs, bare, type A, and wants NOERROR
-// with exactly the container's address. It reports the first few mismatches.
-func check(logger *log.Logger, server string, recs []hostRecord) error {
+// check asks server for every name in recs, type A, and wants NOERROR with
+// exactly the name's addresses, in any order. It reports the first few
+// mismatches. With weights, it then checks the weighted names of the first
+// and the last service with checkWeights.
+func check(logger *log.Logger, server string, recs []hostRecord, weights bool, queries int) error {
 	cl := &dns.Client{Net: "udp", Timeout: time.Second}
 	bad := 0
+	var weighted []hostRecord
 	for _, r := range recs {
-		m := new(dns.Msg)
-		m.SetQuestion(dns.Fqdn(r.name), dns.TypeA)
-		var (
-			resp *dns.Msg
-			err  error
-		)
-		for try := 0; try < 3; try++ { // loopback UDP under load may drop one
-			if resp, _, err = cl.Exchange(m, server); err == nil {
-				break
-			}
-		}
-		got := "no answer"
-		switch {
-		case err != nil:
-			got = err.Error()
-		case resp.Rcode != dns.RcodeSuccess:
-			got = dns.RcodeToString[resp.Rcode]
-		default:
-			var as []string
-			for _, rr := range resp.Answer {
-				if a, ok := rr.(*dns.A); ok {
-					as = append(as, a.A.String())
+		as, got := ask(cl, server, r.name)
+		want := addrStrings(r.ips)
+		slices.Sort(want)
+		if got == "" {
+			sorted := slices.Sorted(slices.Values(as))
+			if slices.Equal(sorted, want) {
+				if r.weights != nil {
+					weighted = append(weighted, r)
 				}
-			}
-			if len(as) == 1 && as[0] == r.ip.String() {
 				continue
 			}
-			if len(as) > 0 {
-				got = strings.Join(as, ",")
-			}
+			got = strings.Join(as, ",")
 		}
 		bad++
 		if bad <= 5 {
-			logger.Printf("check %s: %s A: got %s, want %s", server, r.name, got, r.ip)
+			logger.Printf("check %s: %s A: got %s, want %s", server, r.name, got, strings.Join(want, ","))
 		}
 	}
-	fmt.Printf("check %s: %d/%d names answered with the right address\n", server, len(recs)-bad, len(recs))
+	fmt.Printf("check %s: %d/%d names answered with the right addresses\n", server, len(recs)-bad, len(recs))
 	if bad > 0 {
 		return fmt.Errorf("check %s: %d of %d names wrong", server, bad, len(recs))
 	}
+	if !weights {
+		return nil
+	}
+	if len(weighted) == 0 {
+		return fmt.Errorf("check %s: no weighted names to check (-check-weights needs -services with 2+ replicas)", server)
+	}
+	// The first and the last service's names: enough to see the weights,
+	// few enough to take a moment.
+	sample := weighted[:min(2, len(weighted))]
+	if len(weighted) > 2 {
+		sample = append(sample, weighted[max(2, len(weighted)-2):]...)
+	}
+	for _, r := range sample {
+		if err := checkWeights(cl, server, r, queries); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// weightTolerance is how far a replica's share of first places may be from
+// its weight's share: sidedns's cursor per name makes the shares exact over
+// whole cycles, and the slack covers a partial cycle and a lost reply.
+const weightTolerance = 0.05
+
+// checkWeights asks r.name queries times and wants each address first in
+// its weight's share of the answers, within weightTolerance.
+func checkWeights(cl *dns.Client, server string, r hostRecord, queries int) error {
+	first := map[string]int{}
+	answered := 0
+	for range queries {
+		as, failed := ask(cl, server, r.name)
+		if failed != "" || len(as) == 0 {
+			continue
+		}
+		first[as[0]]++
+		answered++
+	}
+	if answered < queries/2 {
+		return fmt.Errorf("check weights %s: %s: only %d of %d queries answered", server, r.name, answered, queries)
+	}
+	sum := 0
+	for _, w := range r.weights {
+		sum += w
+	}
+	var (
+		parts []string
+		off   bool
+	)
+	for i, ip := range r.ips {
+		got := float64(first[ip.String()]) / float64(answered)
+		want := float64(r.weights[i]) / float64(sum)
+		parts = append(parts, fmt.Sprintf("%s %.0f%% (weight %d: %.0f%%)", ip, 100*got, r.weights[i], 100*want))
+		off = off || got < want-weightTolerance || got > want+weightTolerance
+	}
+	fmt.Printf("weights %s: %s first over %d answers: %s\n", server, r.name, answered, strings.Join(parts, ", "))
+	if off {
+		return fmt.Errorf("check weights %s: %s: first places do not follow the weights", server, r.name)
+	}
+	return nil
+}
+
+// ask sends name A to server (with two retries: loopback UDP under load
+// may drop one) and returns the A addresses in answer order, or why there
+// are none.
+func ask(cl *dns.Client, server, name string) (addrs []string, failed string) {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	var (
+		resp *dns.Msg
+		err  error
+	)
+	for try := 0; try < 3; try++ {
+		if resp, _, err = cl.Exchange(m, server); err == nil {
+			break
+		}
+	}
+	switch {
+	case err != nil:
+		return nil, err.Error()
+	case resp.Rcode != dns.RcodeSuccess:
+		return nil, dns.RcodeToString[resp.Rcode]
+	}
+	for _, rr := range resp.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			addrs = append(addrs, a.A.String())
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, "no answer"
+	}
+	return addrs, ""
+}
+
+func addrStrings(ips []netip.Addr) []string {
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	return out
 }
 
 // churn starts containers at c.churn per second and, with -probe, times each
