@@ -46,19 +46,12 @@ func TestMapView(t *testing.T) {
 	}
 	_, base := startServer(t, ops.Config{Records: res.Records, ServiceMap: m})
 
-	browser := opstest.NewBrowser(t)
-	ctx, cancel := context.WithTimeout(browser, 60*time.Second)
-	defer cancel()
+	ctx := openMap(t, base)
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	must(opstest.Open(ctx, base+"/"))
-	must(waitJS(ctx, `!document.getElementById("view-map").hidden`))
-	if _, err := opstest.Eval[bool](ctx, `document.getElementById("view-map").click(), window.sidednsMarker = true`); err != nil {
-		t.Fatal(err)
 	}
 	nodes := `[...document.querySelectorAll("#map [data-node]")].map((n) => n.dataset.node)`
 	edge := func(from, to string) string {
@@ -130,19 +123,12 @@ func TestMapViewRemoteHosts(t *testing.T) {
 	lookups(t, m, now, "172.20.0.2", "ledger.docker", dns.RcodeSuccess, 1)
 	_, base := startServer(t, ops.Config{Records: res.Records, ServiceMap: m})
 
-	browser := opstest.NewBrowser(t)
-	ctx, cancel := context.WithTimeout(browser, 60*time.Second)
-	defer cancel()
+	ctx := openMap(t, base)
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	must(opstest.Open(ctx, base+"/"))
-	must(waitJS(ctx, `!document.getElementById("view-map").hidden`))
-	if _, err := opstest.Eval[bool](ctx, `document.getElementById("view-map").click(), true`); err != nil {
-		t.Fatal(err)
 	}
 	nodes := `[...document.querySelectorAll("#map [data-node]")].map((n) => n.dataset.node)`
 	must(waitJS(ctx, nodes+`.join(" ") === "file:ledger remote:10.0.0.2/shop/api remote:10.0.0.2/shop/cart remote:10.0.0.3/c-db service:shop/api service:shop/web"`))
@@ -184,4 +170,24 @@ func TestMapViewRemoteHosts(t *testing.T) {
 		must(opstest.WaitText(ctx, "#node-edges", want))
 	}
 	opstest.Screenshot(t, ctx, "ops-map-remote")
+}
+
+// openMap opens the page at base in a headless browser and switches it to
+// the map view, marking the window so that a test can tell it was never
+// reloaded.
+func openMap(t *testing.T, base string) context.Context {
+	t.Helper()
+	browser := opstest.NewBrowser(t)
+	ctx, cancel := context.WithTimeout(browser, 60*time.Second)
+	t.Cleanup(cancel)
+	if err := opstest.Open(ctx, base+"/"); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitJS(ctx, `!document.getElementById("view-map").hidden`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := opstest.Eval[bool](ctx, `document.getElementById("view-map").click(), window.sidednsMarker = true`); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
 }
