@@ -100,12 +100,18 @@ type sighting struct {
 	name  [255]byte
 }
 
-// index maps hashes to pair slots. A word is the hash's low 48 bits
-// (never zero) shifted up, or'd with slot+1; 0 is empty, tomb is a removed
-// entry that probes walk past.
+// index maps hashes to pairs. A word is the hash's low 48 bits (never
+// zero) shifted up, or'd with slot+1; 0 is empty, tomb is a removed entry
+// that probes walk past. Each word sits beside its pair's pointer, so that
+// a lookup reads both from one cache line.
 type index struct {
-	words []atomic.Uint64
-	tombs int // the writer's count, under Map.mu
+	entries []entry
+	tombs   int // the writer's count, under Map.mu
+}
+
+type entry struct {
+	word atomic.Uint64
+	pair atomic.Pointer[pair]
 }
 
 const tomb = 0xffff
@@ -150,7 +156,7 @@ const newPairsPerSecond = 2000
 // that readers use for the window.
 func New(table Table, now func() time.Time) *Map {
 	m := &Map{table: table, seed: maphash.MakeSeed(), now: now, queue: make(chan sighting, queueSize), unhealthy: map[string]time.Time{}}
-	m.idx.Store(&index{words: make([]atomic.Uint64, indexSize)})
+	m.idx.Store(&index{entries: make([]entry, indexSize)})
 	m.free = make([]int32, MaxEdges)
 	for i := range m.free {
 		m.free[i] = int32(MaxEdges - 1 - i)
@@ -232,10 +238,11 @@ func fingerprint(h uint64) uint64 {
 // find returns the pair for (src, name), or nil.
 func (m *Map) find(h uint64, src netip.Addr, name []byte) *pair {
 	ix := m.idx.Load()
-	mask := uint64(len(ix.words) - 1)
+	mask := uint64(len(ix.entries) - 1)
 	fp := fingerprint(h)
-	for i, pos := 0, h&mask; i < len(ix.words); i, pos = i+1, (pos+1)&mask {
-		w := ix.words[pos].Load()
+	for i, pos := 0, h&mask; i < len(ix.entries); i, pos = i+1, (pos+1)&mask {
+		e := &ix.entries[pos]
+		w := e.word.Load()
 		if w == 0 {
 			return nil
 		}
@@ -248,7 +255,7 @@ func (m *Map) find(h uint64, src netip.Addr, name []byte) *pair {
 		// 2^64, no client can aim at it (the seed), and the harm would be
 		// one lookup counted on another edge; not reading the name saves
 		// a cache miss per query.
-		if p := m.slots[w&0xffff-1].Load(); p != nil && p.h == h && p.src == src {
+		if p := e.pair.Load(); p != nil && p.h == h && p.src == src {
 			return p
 		}
 	}
@@ -333,14 +340,16 @@ func (m *Map) insert(s *sighting) {
 	m.live++
 
 	ix := m.idx.Load()
-	mask := uint64(len(ix.words) - 1)
+	mask := uint64(len(ix.entries) - 1)
 	for pos := s.h & mask; ; pos = (pos + 1) & mask {
-		w := ix.words[pos].Load()
+		e := &ix.entries[pos]
+		w := e.word.Load()
 		if w == 0 || w == tomb {
 			if w == tomb {
 				ix.tombs--
 			}
-			ix.words[pos].Store(fingerprint(s.h) | uint64(slot+1))
+			e.pair.Store(p) // before the word: a reader that sees the word finds the pair
+			e.word.Store(fingerprint(s.h) | uint64(slot+1))
 			break
 		}
 	}
@@ -366,13 +375,15 @@ func (m *Map) evictLocked() {
 	m.hand = (oldest + 1) % MaxEdges
 	p := m.slots[oldest].Load()
 	ix := m.idx.Load()
-	mask := uint64(len(ix.words) - 1)
+	mask := uint64(len(ix.entries) - 1)
 	h := p.h
 	want := fingerprint(h) | uint64(oldest+1)
 	for pos := h & mask; ; pos = (pos + 1) & mask {
-		w := ix.words[pos].Load()
+		e := &ix.entries[pos]
+		w := e.word.Load()
 		if w == want {
-			ix.words[pos].Store(tomb)
+			e.word.Store(tomb)
+			e.pair.Store(nil)
 			ix.tombs++
 			break
 		}
@@ -389,7 +400,7 @@ func (m *Map) evictLocked() {
 // rebuildLocked replaces an index clogged with tombstones by a fresh one;
 // queries that still probe the old one find the same pairs.
 func (m *Map) rebuildLocked() {
-	ix := &index{words: make([]atomic.Uint64, indexSize)}
+	ix := &index{entries: make([]entry, indexSize)}
 	mask := uint64(indexSize - 1)
 	for i := range m.slots {
 		p := m.slots[i].Load()
@@ -398,10 +409,11 @@ func (m *Map) rebuildLocked() {
 		}
 		h := p.h
 		pos := h & mask
-		for ix.words[pos].Load() != 0 {
+		for ix.entries[pos].word.Load() != 0 {
 			pos = (pos + 1) & mask
 		}
-		ix.words[pos].Store(fingerprint(h) | uint64(i+1))
+		ix.entries[pos].pair.Store(p)
+		ix.entries[pos].word.Store(fingerprint(h) | uint64(i+1))
 	}
 	m.idx.Store(ix)
 }
