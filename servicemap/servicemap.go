@@ -40,9 +40,12 @@ const (
 	// nBuckets is one more than the window holds, so the bucket being
 	// reused is never one a reader still sums.
 	nBuckets = int(Window/Bucket) + 1
-	// indexSize is the open-addressing index: a power of two, at least
-	// 1.5 times MaxEdges, so probes stay short.
-	indexSize = 1 << 14
+	// maxIndex is the open-addressing index at its largest: a power of
+	// two, at least 1.5 times MaxEdges, so probes stay short. It starts at
+	// minIndex and doubles as pairs come, so that the few hundred pairs
+	// of a host stay in a small index the CPU keeps cached.
+	maxIndex = 1 << 14
+	minIndex = 1 << 10
 	// queueSize bounds first sightings waiting for the writer; past it a
 	// new pair is dropped (and counted) rather than blocking a query.
 	queueSize = 1024
@@ -74,19 +77,22 @@ const (
 	nCounters
 )
 
+// bucket is 32 bytes: a lookup writes one bucket and reads nothing else of
+// its pair, so it touches one cache line there.
 type bucket struct {
 	minute atomic.Int64 // the minute (Unix time / Bucket) the counters hold
 	n      [nCounters]atomic.Uint32
+	// sec is the second within the minute of the latest lookup counted
+	// here: with minute, the pair's last use, for the LRU order.
+	sec atomic.Uint32
 }
 
 // pair is one (source, name) seen in the window, with both ends named.
-// What a lookup reads (h, src, last) comes first, on one cache line.
 type pair struct {
-	h        uint64 // m.hash(src, name): with src, what find matches
+	buckets  [nBuckets]bucket // first, so that buckets keep their alignment
+	h        uint64           // m.hash(src, name), which stands for the pair in the index
 	src      netip.Addr
-	last     atomic.Int64 // Unix nanoseconds of the latest lookup: the LRU order
 	name     string
-	buckets  [nBuckets]bucket
 	from, to Node
 }
 
@@ -100,21 +106,38 @@ type sighting struct {
 	name  [255]byte
 }
 
-// index maps hashes to pairs. A word is the hash's low 48 bits (never
-// zero) shifted up, or'd with slot+1; 0 is empty, tomb is a removed entry
-// that probes walk past. Each word sits beside its pair's pointer, so that
-// a lookup reads both from one cache line.
+// index maps pair hashes to pairs by open addressing. An entry's key is
+// the pair's hash (see keyOf), empty or tomb, a removed entry that probes
+// walk past; the pair's pointer sits beside it, so a lookup reads one cache
+// line of the index and none of the pair until it counts.
+//
+// The 64-bit seeded hash of (source, name) stands for the pair: two pairs
+// collide once in 2^64, no client can aim at it (the seed), and the harm
+// would be one pair's lookups counted on another. Comparing the source and
+// name instead cost a cache miss on every query (bench/run.sh, local
+// scenario, about 8% with the map on against off).
 type index struct {
 	entries []entry
 	tombs   int // the writer's count, under Map.mu
 }
 
 type entry struct {
-	word atomic.Uint64
+	key  atomic.Uint64
 	pair atomic.Pointer[pair]
 }
 
-const tomb = 0xffff
+const (
+	empty = 0
+	tomb  = 1
+)
+
+// keyOf is the index key of hash h: h, moved off the two marker values.
+func keyOf(h uint64) uint64 {
+	if h <= tomb {
+		return h + 2
+	}
+	return h
+}
 
 // Map is the lookup table. Record is safe for concurrent use on the query
 // path; the rest is for the ops surface.
@@ -156,7 +179,7 @@ const newPairsPerSecond = 2000
 // that readers use for the window.
 func New(table Table, now func() time.Time) *Map {
 	m := &Map{table: table, seed: maphash.MakeSeed(), now: now, queue: make(chan sighting, queueSize), unhealthy: map[string]time.Time{}}
-	m.idx.Store(&index{entries: make([]entry, indexSize)})
+	m.idx.Store(&index{entries: make([]entry, minIndex)})
 	m.free = make([]int32, MaxEdges)
 	for i := range m.free {
 		m.free[i] = int32(MaxEdges - 1 - i)
@@ -178,8 +201,12 @@ func (m *Map) Record(at time.Time, src netip.Addr, q *dnswire.Query, rcode, answ
 	flags := countFlags(rcode, answers, via == "cache" || via == "stale")
 	h := m.hash(src, name)
 	ns := at.UnixNano()
-	if p := m.find(h, src, name); p != nil {
-		p.add(ns, flags)
+	if p := m.find(h); p != nil {
+		// Indexed here, where p is known not to be nil: a method on the
+		// pair would start with a nil check that reads the pair's first
+		// cache line, a miss on every lookup, as profiling the bench's
+		// local scenario showed.
+		p.buckets[bucketOf(ns)].add(ns, flags)
 		return
 	}
 	// The reset races with other readers; a few pairs more or less in the
@@ -227,62 +254,63 @@ func mix64(z uint64) uint64 {
 	return z ^ z>>31
 }
 
-func fingerprint(h uint64) uint64 {
-	fp := h << 16
-	if fp == 0 {
-		fp = 1 << 16
-	}
-	return fp
-}
-
-// find returns the pair for (src, name), or nil.
-func (m *Map) find(h uint64, src netip.Addr, name []byte) *pair {
+// find returns the pair whose hash is h, or nil.
+func (m *Map) find(h uint64) *pair {
 	ix := m.idx.Load()
 	mask := uint64(len(ix.entries) - 1)
-	fp := fingerprint(h)
+	k := keyOf(h)
 	for i, pos := 0, h&mask; i < len(ix.entries); i, pos = i+1, (pos+1)&mask {
 		e := &ix.entries[pos]
-		w := e.word.Load()
-		if w == 0 {
+		switch e.key.Load() {
+		case empty:
 			return nil
-		}
-		if w == tomb || w&^0xffff != fp {
-			continue
-		}
-		// The slot may have been reused since the word was read: the
-		// pair itself says whether it is this one. The full 64-bit hash
-		// stands for the name: two names of one source collide once in
-		// 2^64, no client can aim at it (the seed), and the harm would be
-		// one lookup counted on another edge; not reading the name saves
-		// a cache miss per query.
-		if p := e.pair.Load(); p != nil && p.h == h && p.src == src {
-			return p
+		case k:
+			// The writer may reuse the entry between the two loads; the
+			// key read again says the pair is still the one it names.
+			if p := e.pair.Load(); p != nil && e.key.Load() == k {
+				return p
+			}
 		}
 	}
 	return nil
 }
 
-// add counts one lookup at ns. A bucket from an older minute is reset
-// first; a lookup racing the reset at the turn of a minute may be lost,
-// which a map of rates can bear better than a lock.
-func (p *pair) add(ns int64, flags [nCounters]bool) {
-	// The LRU order needs no finer grain than a second, and a load is
-	// cheaper than a store on every query.
-	if ns-p.last.Load() > int64(time.Second) {
-		p.last.Store(ns)
-	}
+// bucketOf is the index in pair.buckets of the minute that holds ns.
+func bucketOf(ns int64) int { return int(ns / int64(Bucket) % int64(nBuckets)) }
+
+// add counts one lookup at ns in b, the bucket of its minute. A bucket from
+// an older minute is reset first; a lookup racing the reset at the turn of
+// a minute may be lost, which a map of rates can bear better than a lock.
+func (b *bucket) add(ns int64, flags [nCounters]bool) {
 	min := ns / int64(Bucket)
-	b := &p.buckets[min%int64(nBuckets)]
 	if old := b.minute.Load(); old != min && b.minute.CompareAndSwap(old, min) {
 		for i := range b.n {
 			b.n[i].Store(0)
 		}
+		b.sec.Store(0)
+	}
+	// The LRU order needs no finer grain than a second, and a load is
+	// cheaper than a store on every query.
+	if sec := uint32(ns % int64(Bucket) / int64(time.Second)); b.sec.Load() < sec {
+		b.sec.Store(sec)
 	}
 	for i, f := range flags {
 		if f {
 			b.n[i].Add(1)
 		}
 	}
+}
+
+// lastUse is the Unix second of the pair's latest lookup.
+func (p *pair) lastUse() int64 {
+	var last int64
+	for i := range p.buckets {
+		b := &p.buckets[i]
+		if t := b.minute.Load()*int64(Bucket/time.Second) + int64(b.sec.Load()); t > last {
+			last = t
+		}
+	}
+	return last
 }
 
 // Run inserts first sightings as they come until ctx ends, and looks at
@@ -324,8 +352,8 @@ func (m *Map) drainLocked() {
 // the same pair got there first. Called with mu held.
 func (m *Map) insert(s *sighting) {
 	name := s.name[:s.n]
-	if p := m.find(s.h, s.src, name); p != nil {
-		p.add(s.at, s.flags)
+	if p := m.find(s.h); p != nil {
+		p.buckets[bucketOf(s.at)].add(s.at, s.flags)
 		return
 	}
 	if m.live == MaxEdges {
@@ -333,7 +361,7 @@ func (m *Map) insert(s *sighting) {
 	}
 	p := &pair{h: s.h, src: s.src, name: string(name)}
 	p.from, p.to = m.nameEnds(s.src, p.name)
-	p.add(s.at, s.flags)
+	p.buckets[bucketOf(s.at)].add(s.at, s.flags)
 	slot := m.free[len(m.free)-1]
 	m.free = m.free[:len(m.free)-1]
 	m.slots[slot].Store(p)
@@ -343,18 +371,20 @@ func (m *Map) insert(s *sighting) {
 	mask := uint64(len(ix.entries) - 1)
 	for pos := s.h & mask; ; pos = (pos + 1) & mask {
 		e := &ix.entries[pos]
-		w := e.word.Load()
-		if w == 0 || w == tomb {
-			if w == tomb {
+		if k := e.key.Load(); k == empty || k == tomb {
+			if k == tomb {
 				ix.tombs--
 			}
-			e.pair.Store(p) // before the word: a reader that sees the word finds the pair
-			e.word.Store(fingerprint(s.h) | uint64(slot+1))
+			e.pair.Store(p) // before the key: a reader that sees the key finds the pair
+			e.key.Store(keyOf(s.h))
 			break
 		}
 	}
-	if ix.tombs > indexSize/4 {
-		m.rebuildLocked()
+	switch n := len(ix.entries); {
+	case 2*m.live > n && n < maxIndex:
+		m.rebuildLocked(2 * n)
+	case ix.tombs > n/4:
+		m.rebuildLocked(n)
 	}
 }
 
@@ -367,7 +397,7 @@ func (m *Map) evictLocked() {
 	for k := range evictSample {
 		i := (m.hand + k) % MaxEdges
 		if p := m.slots[i].Load(); p != nil {
-			if l := p.last.Load(); oldest < 0 || l < at {
+			if l := p.lastUse(); oldest < 0 || l < at {
 				oldest, at = i, l
 			}
 		}
@@ -376,18 +406,15 @@ func (m *Map) evictLocked() {
 	p := m.slots[oldest].Load()
 	ix := m.idx.Load()
 	mask := uint64(len(ix.entries) - 1)
-	h := p.h
-	want := fingerprint(h) | uint64(oldest+1)
-	for pos := h & mask; ; pos = (pos + 1) & mask {
+	for pos := p.h & mask; ; pos = (pos + 1) & mask {
 		e := &ix.entries[pos]
-		w := e.word.Load()
-		if w == want {
-			e.word.Store(tomb)
+		if e.pair.Load() == p {
+			e.key.Store(tomb)
 			e.pair.Store(nil)
 			ix.tombs++
 			break
 		}
-		if w == 0 { // cannot happen: every pair in slots is in the index
+		if e.key.Load() == empty { // cannot happen: every pair in slots is in the index
 			break
 		}
 	}
@@ -397,23 +424,23 @@ func (m *Map) evictLocked() {
 	m.evictions.Add(1)
 }
 
-// rebuildLocked replaces an index clogged with tombstones by a fresh one;
-// queries that still probe the old one find the same pairs.
-func (m *Map) rebuildLocked() {
-	ix := &index{entries: make([]entry, indexSize)}
-	mask := uint64(indexSize - 1)
+// rebuildLocked replaces the index by a fresh one of size entries, larger
+// or without the tombstones; queries that still probe the old one find the
+// same pairs.
+func (m *Map) rebuildLocked(size int) {
+	ix := &index{entries: make([]entry, size)}
+	mask := uint64(size - 1)
 	for i := range m.slots {
 		p := m.slots[i].Load()
 		if p == nil {
 			continue
 		}
-		h := p.h
-		pos := h & mask
-		for ix.entries[pos].word.Load() != 0 {
+		pos := p.h & mask
+		for ix.entries[pos].key.Load() != empty {
 			pos = (pos + 1) & mask
 		}
 		ix.entries[pos].pair.Store(p)
-		ix.entries[pos].word.Store(fingerprint(h) | uint64(i+1))
+		ix.entries[pos].key.Store(keyOf(p.h))
 	}
 	m.idx.Store(ix)
 }
