@@ -45,7 +45,8 @@ func launchClusterSidedns(t *testing.T, up *FakeDNS, docker bool, args ...string
 		log:      &syncBuffer{},
 	}, exited: make(chan error, 1)}
 	args = append([]string{"--listen", p.DNSAddr, "--http", p.HTTPAddr, "--upstream", up.Addr,
-		"--cluster-lease-ttl", "2s", "--cluster-stale-window", "4s"}, args...)
+		"--cluster-lease-ttl", "2s", "--cluster-stale-window", "4s",
+		"--control-socket", "off"}, args...) // a test that wants the socket names its own path; the last flag wins
 	p.cmd = exec.Command(buildSidedns(t), args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	p.cmd.Env = environWithout("SIDEDNS_")

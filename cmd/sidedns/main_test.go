@@ -253,7 +253,7 @@ func TestBinary(t *testing.T) {
 		}
 	}
 	// The upstream goes through the env twin, to cover it end to end.
-	cmd.Env = append(env, "DOCKER_HOST=unix:///nonexistent.sock", "SIDEDNS_UPSTREAM="+up.addr)
+	cmd.Env = append(env, "DOCKER_HOST=unix:///nonexistent.sock", "SIDEDNS_UPSTREAM="+up.addr, "SIDEDNS_CONTROL_SOCKET=off")
 	var logs syncBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -389,7 +389,9 @@ func runInBackground(t *testing.T, args []string) (*syncBuffer, chan<- os.Signal
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		run(args, envOf(), logs, logs, sigs)
+		// No control socket unless the test names one: the default path is
+		// the machine's, not the test's. (The last --control-socket wins.)
+		run(append([]string{"--control-socket", "off"}, args...), envOf(), logs, logs, sigs)
 	}()
 	t.Cleanup(func() {
 		sigs <- syscall.SIGTERM
