@@ -147,11 +147,11 @@ func (m *Map) window(since time.Time) (span, time.Time, time.Time) {
 	return span{first, last}, time.Unix(0, first*int64(Bucket)).UTC(), now.UTC()
 }
 
-// counts sums p's buckets within sp.
-func (p *pair) counts(sp span) Counts {
+// countsOf sums the buckets of p within sp.
+func (m *Map) countsOf(p *pair, sp span) Counts {
 	var c Counts
-	for i := range p.buckets {
-		b := &p.buckets[i]
+	for i := range m.counts {
+		b := &m.counts[i][p.slot]
 		if mn := b.minute.Load(); mn < sp.first || mn > sp.last {
 			continue
 		}
@@ -181,7 +181,7 @@ func (m *Map) each(sp span, fn func(p *pair, c Counts)) {
 	}
 	for i := range m.slots {
 		if p := m.slots[i].Load(); p != nil {
-			if c := p.counts(sp); c.Queries > 0 {
+			if c := m.countsOf(p, sp); c.Queries > 0 {
 				fn(p, c)
 			}
 		}
