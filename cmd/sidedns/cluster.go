@@ -184,20 +184,19 @@ func (l *layers) setLocal(t resolver.Topology) {
 }
 
 func (l *layers) setFile(recs []cluster.Record) {
-	l.mu.Lock()
-	l.file = recs
-	l.publishLocked(true)
-	changed := l.changed
-	l.mu.Unlock()
-	if changed != nil {
-		changed()
-	}
+	l.replace(func() { l.file = recs }, true)
 }
 
 func (l *layers) setRemote(cs []resolver.Container) {
+	l.replace(func() { l.remote = cs }, false)
+}
+
+// replace swaps one of the layers the control API does not see change (set,
+// under mu), publishes, and then wakes the Watch streams.
+func (l *layers) replace(set func(), own bool) {
 	l.mu.Lock()
-	l.remote = cs
-	l.publishLocked(false)
+	set()
+	l.publishLocked(own)
 	changed := l.changed
 	l.mu.Unlock()
 	if changed != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,18 +20,7 @@ import (
 func fakeDocker(t *testing.T) *dockerfake.Engine {
 	t.Helper()
 	e := dockerfake.New(dockerfake.Options{})
-	sock := filepath.Join(t.TempDir(), "docker.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- e.Serve(l) }()
-	t.Cleanup(func() {
-		e.Close()
-		<-served
-	})
-	t.Setenv("DOCKER_HOST", "unix://"+sock)
+	t.Setenv("DOCKER_HOST", "unix://"+dockerfake.ServeTemp(t, e))
 	return e
 }
 

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -32,21 +31,7 @@ import (
 // client that negotiates its API version, as dockerwatch's does.
 func start(tb testing.TB, e *dockerfake.Engine) (*client.Client, string) {
 	tb.Helper()
-	sock := filepath.Join(tb.TempDir(), "docker.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		tb.Fatalf("listen on %s: %v", sock, err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- e.Serve(l) }()
-	tb.Cleanup(func() {
-		if err := e.Close(); err != nil {
-			tb.Errorf("close engine: %v", err)
-		}
-		if err := <-served; err != nil {
-			tb.Errorf("serve: %v", err)
-		}
-	})
+	sock := dockerfake.ServeTemp(tb, e)
 	cli, err := client.NewClientWithOpts(client.WithHost("unix://"+sock), client.WithAPIVersionNegotiation())
 	if err != nil {
 		tb.Fatalf("create client: %v", err)
